@@ -1,0 +1,99 @@
+"""The `nodegraph` command: gui (default), run, validate, nodes.
+
+Exit codes: 0 success; 2 invalid workflow or usage; 3 a node failed while running; 130 cancelled (Ctrl+C).
+User mistakes print one clear line (or a short list) and no traceback; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Sequence
+
+from nodegraph import __version__
+from nodegraph.cli import codes
+from nodegraph.core.errors import NodegraphError
+
+COMMANDS = ("gui", "run", "validate", "nodes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS keeps a sub-command's defaults from overwriting the option given before the sub-command.
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show Python tracebacks on errors")
+    common.add_argument("--node-pack", action="append", default=argparse.SUPPRESS, metavar="PATH",
+                        help="load a node pack (folder or .py file) or a folder of packs; repeatable")
+
+    parser = argparse.ArgumentParser(prog="nodegraph", parents=[common],
+                                     description="A native node-graph app for Stable Diffusion.")
+    parser.add_argument("--version", action="version", version=f"nodegraph {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gui = sub.add_parser("gui", parents=[common], help="start the desktop app (the default)")
+    gui.add_argument("file", nargs="?", help="a workflow JSON (or PNG) to open")
+
+    run = sub.add_parser("run", parents=[common], help="run a workflow headless")
+    run.add_argument("workflow", help="the workflow JSON file")
+    run.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                     help="override an input value; repeatable")
+    run.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
+                     help="run once per value (several sweeps multiply), reusing the cache; repeatable")
+    run.add_argument("--output-dir", metavar="DIR", help="where output nodes write files "
+                                                         "(default: the data folder's output/)")
+    _add_models_dir(run)
+    run.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")
+    run.add_argument("--json", action="store_true", help="print one JSON object describing the runs on stdout")
+    run.add_argument("--quiet", action="store_true", help="no progress output on stderr")
+
+    validate = sub.add_parser("validate", parents=[common], help="check a workflow and list every problem")
+    validate.add_argument("workflow", help="the workflow JSON file")
+    _add_models_dir(validate)
+
+    nodes = sub.add_parser("nodes", parents=[common], help="list the node types")
+    nodes.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser
+
+
+def _add_models_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models-dir", action="append", default=[], metavar="DIR",
+                        help="an extra model folder (AUTOMATIC1111, ComfyUI or plain); repeatable")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `nodegraph` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        argv.insert(0, "gui")  # `nodegraph FILE.json` opens the file in the app
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.debug = getattr(args, "debug", False)
+    args.node_pack = getattr(args, "node_pack", [])
+    try:
+        if args.command in (None, "gui"):
+            from nodegraph.cli.commands import gui_command
+
+            return gui_command(args)
+        if args.command == "run":
+            from nodegraph.cli.run_command import run_command
+
+            return run_command(args)
+        from nodegraph.cli.commands import nodes_command, validate_command
+
+        return validate_command(args) if args.command == "validate" else nodes_command(args)
+    except NodegraphError as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"nodegraph: error: {error}", file=sys.stderr)
+        return codes.INVALID
+    except KeyboardInterrupt:
+        print("nodegraph: cancelled", file=sys.stderr)
+        return codes.CANCELLED
+    except Exception as error:
+        if args.debug:
+            traceback.print_exc()
+        print(f"nodegraph: internal error: {type(error).__name__}: {error} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return codes.ERROR

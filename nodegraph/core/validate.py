@@ -1,0 +1,158 @@
+"""Validation of a workflow against the registry: every problem found, each keyed by node id and port name.
+
+The GUI highlights the node and port of each :class:`Problem`; the CLI prints one per line. Validation never raises
+for a bad workflow: problems are data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from nodegraph.core.graph import Workflow
+from nodegraph.core.registry import NodeRegistry
+from nodegraph.core.schema import InputSpec, NodeDef
+from nodegraph.core.topology import Unresolvable, find_cycles, resolve_source
+from nodegraph.core.types import literal_type_problem, types_compatible
+
+#: ``file_check(spec, value) -> message | None``: says why a file-naming literal does not name a usable file.
+FileCheck = Callable[[InputSpec, str], "str | None"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a workflow.
+
+    `code` is one of: unknown_type, newer_version, unknown_input, missing_input, missing_node, missing_port,
+    type_mismatch, multiple_links, unresolved_link, cycle, wrong_type, out_of_range, invalid_choice, missing_file,
+    no_output.
+    """
+
+    code: str
+    message: str
+    node_id: str | None = None
+    port: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.node_id is not None:
+            where.append(f"node {self.node_id!r}")
+        if self.port is not None:
+            where.append(f"port {self.port!r}")
+        return f"{', '.join(where)}: {self.message}" if where else self.message
+
+
+def validate(workflow: Workflow, registry: NodeRegistry, *, file_check: FileCheck | None = None,
+             require_output: bool = True) -> list[Problem]:
+    """Every problem in `workflow`: unknown types, bad literals, bad links, cycles, missing inputs and files.
+
+    `file_check` (from the model layer) checks inputs that name model files; `require_output` reports a workflow
+    with no active output node, since running it would do nothing.
+    """
+    problems: list[Problem] = []
+    for node in workflow:
+        node_def = registry.get(node.type)
+        if node_def is None:
+            problems.append(Problem("unknown_type", f"unknown node type {node.type!r} (is its node pack installed?)",
+                                    node.id))
+            continue
+        if node.type_version is not None and node.type_version > node_def.version:
+            problems.append(Problem(
+                "newer_version", f"saved by version {node.type_version} of {node.type}; this build has version "
+                f"{node_def.version}: update nodegraph or its node pack", node.id))
+        problems += _literal_problems(workflow, node.id, node_def, file_check)
+    problems += _link_problems(workflow, registry)
+    problems += _cycle_problems(workflow)
+    problems += _missing_input_problems(workflow, registry)
+    active_defs = [registry.get(node.type) for node in workflow if node.mode == "normal"]
+    if require_output and not any(node_def is not None and node_def.output_node for node_def in active_defs):
+        problems.append(Problem("no_output", "nothing to run: the workflow has no active output node "
+                                             "(such as Save Image or Preview Image)"))
+    return problems
+
+
+def _literal_problems(workflow: Workflow, node_id: str, node_def: NodeDef,
+                      file_check: FileCheck | None) -> list[Problem]:
+    problems = []
+    node = workflow.nodes[node_id]
+    linked = {link.to_input for link in workflow.links_into(node_id)}
+    for name, value in node.inputs.items():
+        spec = node_def.input(name)
+        if spec is None:
+            problems.append(Problem("unknown_input", f"{node.type} has no input {name!r}", node_id, name))
+        elif name in linked:
+            continue  # a link overrides the literal; the literal is kept for when the link is removed
+        elif not spec.is_literal:
+            problems.append(Problem("wrong_type", f"takes a {spec.type} link, not a literal value", node_id, name))
+        elif value is None and spec.optional:
+            continue
+        elif why := spec.check_value(value):
+            code = ("wrong_type" if literal_type_problem(spec.type, value) else
+                    "invalid_choice" if spec.choices else "out_of_range")
+            problems.append(Problem(code, why, node_id, name))
+        elif file_check is not None and spec.file_kind and value and (why := file_check(spec, value)):
+            problems.append(Problem("missing_file", why, node_id, name))
+    return problems
+
+
+def _link_problems(workflow: Workflow, registry: NodeRegistry) -> list[Problem]:
+    problems = []
+    seen_targets: dict[tuple[str, str], int] = {}
+    for link in workflow.links:
+        source, target = workflow.nodes.get(link.from_node), workflow.nodes.get(link.to_node)
+        if target is None:
+            problems.append(Problem("missing_node", f"links to node {link.to_node!r}, which does not exist",
+                                    link.from_node if source else None, link.from_output if source else None))
+            continue
+        if source is None:
+            problems.append(Problem("missing_node", f"linked from node {link.from_node!r}, which does not exist",
+                                    link.to_node, link.to_input))
+            continue
+        key = (link.to_node, link.to_input)
+        seen_targets[key] = seen_targets.get(key, 0) + 1
+        if seen_targets[key] == 2:
+            problems.append(Problem("multiple_links", "more than one link feeds this input", *key))
+        source_def, target_def = registry.get(source.type), registry.get(target.type)
+        out_spec = source_def.output(link.from_output) if source_def else None
+        in_spec = target_def.input(link.to_input) if target_def else None
+        if source_def and out_spec is None:
+            problems.append(Problem("missing_port", f"linked from output {link.from_output!r} of node "
+                                    f"{link.from_node!r} ({source.type}), which has no such output", *key))
+        if target_def and in_spec is None:
+            problems.append(Problem("missing_port", f"{target.type} has no input {link.to_input!r}", *key))
+        if out_spec and in_spec and not types_compatible(out_spec.type, in_spec.type):
+            problems.append(Problem("type_mismatch", f"expects {in_spec.type}, but output {link.from_output!r} of "
+                                    f"node {link.from_node!r} gives {out_spec.type}", *key))
+    return problems
+
+
+def _cycle_problems(workflow: Workflow) -> list[Problem]:
+    edges: dict[str, list[str]] = {node_id: [] for node_id in workflow.nodes}
+    for link in workflow.links:
+        if link.from_node in edges and link.to_node in edges:
+            edges[link.from_node].append(link.to_node)
+    return [Problem("cycle", "these links form a cycle: " + " -> ".join(cycle), cycle[0])
+            for cycle in find_cycles(workflow.nodes, edges)]
+
+
+def _missing_input_problems(workflow: Workflow, registry: NodeRegistry) -> list[Problem]:
+    """Required inputs that will have no value when their node runs."""
+    problems = []
+    for node in workflow:
+        node_def = registry.get(node.type)
+        if node_def is None or node.mode != "normal":
+            continue
+        for spec in node_def.inputs:
+            links = workflow.links_into(node.id, spec.name)
+            if links and links[0].from_node not in workflow.nodes:
+                continue  # reported as missing_node already
+            if links:
+                try:
+                    resolve_source(workflow, registry, links[0])
+                except Unresolvable as why:
+                    if not spec.optional:
+                        problems.append(Problem("unresolved_link", f"gets no value: {why}", node.id, spec.name))
+            elif spec.required and node.inputs.get(spec.name, spec.default) is None:
+                what = "a link" if not spec.is_literal else "a value"
+                problems.append(Problem("missing_input", f"required input needs {what}", node.id, spec.name))
+    return problems

@@ -1,0 +1,217 @@
+"""Reading and writing workflow files (format "nodegraph-workflow", see docs/workflow-format.md).
+
+Reading checks the structure and reports the first problem as a :class:`WorkflowError` naming where it is (line
+and column for malformed JSON, a JSON path otherwise). Writing is canonical — fixed key order, nodes and links
+sorted, one link per line, a trailing newline — so that an unchanged graph always saves to the same bytes and a
+changed one diffs cleanly in git. Saving is atomic: a crash mid-save never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from nodegraph.core.errors import WorkflowError
+from nodegraph.core.graph import Link, NodeInstance, Workflow, link_sort_key, natural_key
+from nodegraph.core.migrations import CURRENT_VERSION, migrate
+from nodegraph.core.schema import NODE_MODES
+
+FORMAT_NAME = "nodegraph-workflow"
+_NODE_KEYS = ("type", "type_version", "title", "mode", "inputs", "ui")
+_TOP_KEYS = ("format", "version", "nodes", "links", "meta")
+
+
+# --- reading ------------------------------------------------------------------------------------------------------
+def parse_json(text: str) -> Any:
+    """Parse JSON text strictly: no NaN/Infinity, no duplicate keys; errors give line and column."""
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise WorkflowError(f"key {key!r} appears twice in one object")
+            result[key] = value
+        return result
+
+    def no_constants(name: str) -> Any:
+        raise WorkflowError(f"{name} is not valid JSON")
+
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except json.JSONDecodeError as error:
+        raise WorkflowError(f"malformed JSON: {error.msg}", f"line {error.lineno}, column {error.colno}") from None
+    except RecursionError:
+        raise WorkflowError("malformed JSON: nested too deeply") from None
+
+
+def loads(text: str) -> Workflow:
+    """Parse a workflow from JSON text (any supported format version)."""
+    return from_document(parse_json(text))
+
+
+def load(path: str | Path) -> Workflow:
+    """Read a workflow file; every failure is a :class:`WorkflowError` naming the file."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise WorkflowError(f"cannot read the file: {error.strerror or error}", str(path)) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise WorkflowError(f"not UTF-8 text (byte {error.start})", str(path)) from None
+    try:
+        return loads(text)
+    except WorkflowError as error:
+        raise WorkflowError(str(error), str(path)) from None
+
+
+def from_document(doc: Any) -> Workflow:
+    """Build a :class:`Workflow` from a parsed JSON document, migrating older versions first."""
+    if not isinstance(doc, dict):
+        raise WorkflowError("a workflow file must hold a JSON object")
+    if doc.get("format") != FORMAT_NAME:
+        raise WorkflowError(_not_a_workflow_reason(doc))
+    doc = migrate(doc)
+    nodes_doc = _expect(doc.get("nodes", {}), dict, "nodes", "an object of nodes keyed by id")
+    nodes = [_read_node(node_id, entry) for node_id, entry in nodes_doc.items()]
+    links_doc = _expect(doc.get("links", []), list, "links", "a list")
+    links = [_read_link(index, entry) for index, entry in enumerate(links_doc)]
+    meta = _expect(doc.get("meta", {}), dict, "meta", "an object")
+    extra = {key: value for key, value in doc.items() if key not in _TOP_KEYS}
+    return Workflow(nodes, links, meta, extra)
+
+
+def _not_a_workflow_reason(doc: dict[str, Any]) -> str:
+    if "format" in doc:
+        return f"unknown format {doc['format']!r}: expected {FORMAT_NAME!r}"
+    if isinstance(doc.get("nodes"), list) and "links" in doc:
+        return "this looks like a ComfyUI workflow (UI format), not a nodegraph workflow"
+    if doc and all(isinstance(v, dict) and "class_type" in v for v in doc.values()):
+        return "this looks like a ComfyUI workflow (API format), not a nodegraph workflow"
+    return f"not a nodegraph workflow: the 'format' key must be {FORMAT_NAME!r}"
+
+
+def _expect(value: Any, kind: type, where: str, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise WorkflowError(f"expected {what}", where)
+    return value
+
+
+def _read_node(node_id: Any, entry: Any) -> NodeInstance:
+    where = f"nodes.{node_id}"
+    if not node_id:
+        raise WorkflowError("a node id must not be empty", "nodes")
+    entry = _expect(entry, dict, where, "an object")
+    type_id = entry.get("type")
+    if not isinstance(type_id, str) or not type_id:
+        raise WorkflowError("expected a non-empty string 'type'", where)
+    inputs = _expect(entry.get("inputs", {}), dict, f"{where}.inputs", "an object of input values")
+    title = entry.get("title")
+    if title is not None and not isinstance(title, str):
+        raise WorkflowError("expected a string", f"{where}.title")
+    mode = entry.get("mode", "normal")
+    if mode not in NODE_MODES:
+        raise WorkflowError(f"expected one of {', '.join(NODE_MODES)}, got {mode!r}", f"{where}.mode")
+    ui = _expect(entry.get("ui", {}), dict, f"{where}.ui", "an object")
+    type_version = entry.get("type_version")
+    if type_version is not None and (isinstance(type_version, bool) or not isinstance(type_version, int)
+                                     or type_version < 1):
+        raise WorkflowError("expected an integer >= 1", f"{where}.type_version")
+    extra = {key: value for key, value in entry.items() if key not in _NODE_KEYS}
+    return NodeInstance(node_id, type_id, dict(inputs), title, mode, dict(ui), type_version, extra)
+
+
+def _read_link(index: int, entry: Any) -> Link:
+    where = f"links[{index}]"
+    entry = _expect(entry, dict, where, 'an object {"from": [node, output], "to": [node, input]}')
+    ends = []
+    for key in ("from", "to"):
+        end = entry.get(key)
+        if not (isinstance(end, list) and len(end) == 2 and all(isinstance(part, str) and part for part in end)):
+            raise WorkflowError("expected a pair of non-empty strings [node id, port name]", f"{where}.{key}")
+        ends += end
+    unknown = set(entry) - {"from", "to"}
+    if unknown:
+        raise WorkflowError(f"unknown key {sorted(unknown)[0]!r}", where)
+    return Link(*ends)
+
+
+# --- writing ------------------------------------------------------------------------------------------------------
+def to_document(workflow: Workflow) -> dict[str, Any]:
+    """The canonical JSON document of a workflow (fixed key order, sorted nodes and links)."""
+    nodes: dict[str, Any] = {}
+    for node_id in sorted(workflow.nodes, key=natural_key):
+        node = workflow.nodes[node_id]
+        entry: dict[str, Any] = {"type": node.type}
+        if node.type_version is not None:
+            entry["type_version"] = node.type_version
+        if node.title is not None:
+            entry["title"] = node.title
+        if node.mode != "normal":
+            entry["mode"] = node.mode
+        entry["inputs"] = _sorted(node.inputs)
+        if node.ui:
+            entry["ui"] = _sorted(node.ui)
+        entry.update(_sorted(node.extra))
+        nodes[node_id] = entry
+    links = [{"from": [link.from_node, link.from_output], "to": [link.to_node, link.to_input]}
+             for link in sorted(workflow.links, key=link_sort_key)]
+    doc = {"format": FORMAT_NAME, "version": CURRENT_VERSION, "nodes": nodes, "links": links,
+           "meta": _sorted(workflow.meta)}
+    doc.update(_sorted(workflow.extra))
+    return doc
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(item) for item in value]
+    return value
+
+
+def dumps(workflow: Workflow) -> str:
+    """The canonical text of a workflow file, ending with a newline."""
+    return _format(to_document(workflow), 0) + "\n"
+
+
+def _format(value: Any, depth: int, one_item_per_line: bool = False) -> str:
+    # json.dumps(indent=…) cannot keep one link or one [x, y] position per line; this keeps files short and diffable.
+    pad, inner = "  " * depth, "  " * (depth + 1)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{_inline(key)}: {_format(item, depth + 1, depth == 0 and key == 'links')}"
+                 for key, item in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(value, list) and (one_item_per_line or any(isinstance(i, (dict, list)) for i in value)) and value:
+        items = [f"{inner}{_inline(item) if one_item_per_line else _format(item, depth + 1)}" for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return _inline(value)
+
+
+def _inline(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+
+
+def save(workflow: Workflow, path: str | Path) -> None:
+    """Write a workflow file atomically (temporary file, fsync, rename), so a crash never leaves a partial file."""
+    text = dumps(workflow)
+    write_text_atomic(Path(path), text)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step: readers see the old file or the new one, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
