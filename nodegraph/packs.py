@@ -18,7 +18,7 @@ def create_registry(extra_packs: Iterable[str | Path] = (), *, user_packs: bool 
     Broken packs end up in ``registry.problems``; they never stop the rest from loading.
     """
     registry = NodeRegistry()
-    registry.load_pack(builtin_nodes_dir(), package=BUILTIN_PACKAGE)
+    registry.load_pack(builtin_nodes_dir(), package=BUILTIN_PACKAGE, name="builtin")
     if user_packs and custom_nodes_dir().is_dir():
         registry.load_packs_from(custom_nodes_dir())
     for path in map(Path, extra_packs):

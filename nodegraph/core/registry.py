@@ -92,15 +92,18 @@ class NodeRegistry:
         self._defs[node_def.type] = node_def
         self._packs[node_def.type] = pack
 
-    def load_pack(self, path: str | Path, package: str | None = None) -> list[NodeDef]:
+    def load_pack(self, path: str | Path, package: str | None = None, name: str | None = None) -> list[NodeDef]:
         """Import the node pack at `path` (a package folder or one ``.py`` file) and register its nodes.
+
+        `package` is the module name to import it as (default: under ``nodegraph_packs``); `name` is the pack name
+        shown to users (default: the folder or file name).
 
         Every module-level :class:`NodeDef` in the pack's modules is registered, as are the names in a module-level
         ``PORT_TYPES`` list. Problems (import errors, invalid declarations) are appended to :attr:`problems` and the
         rest of the pack still loads. Returns the node types registered.
         """
         path = Path(path)
-        pack_name = path.stem
+        pack_name = name or path.stem
         if package is None:
             package = f"{_USER_PACKS_PACKAGE}.{_safe_module_name(pack_name)}"
         modules = self._import_pack_modules(path, package, pack_name)
