@@ -9,6 +9,7 @@ changed one diffs cleanly in git. Saving is atomic: a crash mid-save never leave
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -39,8 +40,15 @@ def parse_json(text: str) -> Any:
     def no_constants(name: str) -> Any:
         raise WorkflowError(f"{name} is not valid JSON")
 
+    def finite_float(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise WorkflowError(f"the number {literal} is too large")
+        return value
+
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants,
+                          parse_float=finite_float)
     except json.JSONDecodeError as error:
         raise WorkflowError(f"malformed JSON: {error.msg}", f"line {error.lineno}, column {error.colno}") from None
     except RecursionError:
@@ -76,6 +84,7 @@ def from_document(doc: Any) -> Workflow:
     if doc.get("format") != FORMAT_NAME:
         raise WorkflowError(_not_a_workflow_reason(doc))
     doc = migrate(doc)
+    _check_json(doc, "")
     nodes_doc = _expect(doc.get("nodes", {}), dict, "nodes", "an object of nodes keyed by id")
     nodes = [_read_node(node_id, entry) for node_id, entry in nodes_doc.items()]
     links_doc = _expect(doc.get("links", []), list, "links", "a list")
@@ -83,6 +92,27 @@ def from_document(doc: Any) -> Workflow:
     meta = _expect(doc.get("meta", {}), dict, "meta", "an object")
     extra = {key: value for key, value in doc.items() if key not in _TOP_KEYS}
     return Workflow(nodes, links, meta, extra)
+
+
+_MAX_DEPTH = 64
+
+
+def _check_json(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse values a workflow file cannot hold: non-JSON types, non-finite numbers, absurd nesting."""
+    if depth > _MAX_DEPTH:
+        raise WorkflowError("nested too deeply", where or None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise WorkflowError(f"key {key!r} is not a string", where or None)
+            _check_json(item, f"{where}.{key}" if where else key, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise WorkflowError("numbers must be finite", where or None)
+    elif value is not None and not isinstance(value, (bool, int, float, str)):
+        raise WorkflowError(f"{type(value).__name__} is not a JSON value", where or None)
 
 
 def _not_a_workflow_reason(doc: dict[str, Any]) -> str:
