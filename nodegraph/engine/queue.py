@@ -126,6 +126,8 @@ class JobQueue:
             try:
                 job.result = self.executor.run(job.workflow, targets=job.targets, settings=job.settings,
                                                cancel=job.cancel, run_id=job.id)
+            except BaseException as error:  # the worker must outlive any job, or every later job would hang
+                job.result = RunResult(job.id, "failed", message=f"{type(error).__name__}: {error}")
             finally:
                 with self._lock:
                     job.status = "done"
