@@ -162,10 +162,13 @@ class Workflow:
 
 
 def natural_key(text: str) -> tuple:
-    """Sort key that orders "node2" before "node10"."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+    """Sort key that orders "node2" before "node10" (pair it with the text itself to break ties like "n1"/"n01")."""
+    # re.split with a group alternates text and digit runs, so odd positions are always decimal digits (str.isdigit
+    # would also accept "²", which int() refuses).
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"([0-9]+)", text)))
 
 
 def link_sort_key(link: Link) -> tuple:
     """The order links are saved in: by target node and input, so a file diffs cleanly."""
-    return (natural_key(link.to_node), link.to_input, natural_key(link.from_node), link.from_output)
+    return (natural_key(link.to_node), link.to_node, link.to_input, natural_key(link.from_node), link.from_node,
+            link.from_output)

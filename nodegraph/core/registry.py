@@ -8,6 +8,7 @@ built-in one and user folders) load through :meth:`NodeRegistry.load_pack`; a br
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -104,8 +105,9 @@ class NodeRegistry:
         """
         path = Path(path)
         pack_name = name or path.stem
-        if package is None:
-            package = f"{_USER_PACKS_PACKAGE}.{_safe_module_name(pack_name)}"
+        if package is None:  # the folder's hash keeps two packs of the same name in different folders apart
+            digest = hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()[:8]
+            package = f"{_USER_PACKS_PACKAGE}.{_safe_module_name(pack_name)}_{digest}"
         modules = self._import_pack_modules(path, package, pack_name)
         for module in modules:
             for name in getattr(module, "PORT_TYPES", ()):

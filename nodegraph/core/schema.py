@@ -124,7 +124,8 @@ class Input:
 
     @staticmethod
     def link(name: str, type: str, *, optional: bool = False, tooltip: str = "") -> InputSpec:
-        """An input that only a link can fill (MODEL, CLIP, LATENT, …)."""
+        """An input fed by a link (MODEL, CLIP, LATENT, …). For a literal type (INT, …) it has no default, so a
+        literal may still be typed in when no link is connected."""
         return InputSpec(name, type, optional=optional, tooltip=tooltip)
 
     @staticmethod

@@ -61,7 +61,8 @@ def find_cycles(nodes: Iterable[str], edges: Mapping[str, Iterable[str]]) -> lis
     overflow the stack).
     """
     order = list(nodes)
-    successors = {node: [s for s in edges.get(node, ()) if s in edges or s in order] for node in order}
+    rank = {node: i for i, node in enumerate(order)}
+    successors = {node: [s for s in edges.get(node, ()) if s in rank] for node in order}
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     on_stack: set[str] = set()
@@ -102,12 +103,12 @@ def find_cycles(nodes: Iterable[str], edges: Mapping[str, Iterable[str]]) -> lis
                     if member == node:
                         break
                 if len(component) > 1 or node in successors.get(node, ()):
-                    cycles.append(_cycle_path(set(component), successors, order))
+                    cycles.append(_cycle_path(set(component), successors, rank))
     return cycles
 
 
-def _cycle_path(component: set[str], successors: Mapping[str, list[str]], order: list[str]) -> list[str]:
-    start = min(component, key=order.index)
+def _cycle_path(component: set[str], successors: Mapping[str, list[str]], rank: Mapping[str, int]) -> list[str]:
+    start = min(component, key=rank.__getitem__)
     path, position = [start], {start: 0}
     node = start
     while True:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,14 @@ def parse_json(text: str) -> Any:
             raise WorkflowError(f"the number {literal} is too large")
         return value
 
+    def bounded_int(literal: str) -> int:
+        if len(literal) > 1000:
+            raise WorkflowError(f"an integer of {len(literal)} digits is too large")
+        return int(literal)
+
     try:
         return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants,
-                          parse_float=finite_float)
+                          parse_float=finite_float, parse_int=bounded_int)
     except json.JSONDecodeError as error:
         raise WorkflowError(f"malformed JSON: {error.msg}", f"line {error.lineno}, column {error.colno}") from None
     except RecursionError:
@@ -174,7 +180,7 @@ def _read_link(index: int, entry: Any) -> Link:
 def to_document(workflow: Workflow) -> dict[str, Any]:
     """The canonical JSON document of a workflow (fixed key order, sorted nodes and links)."""
     nodes: dict[str, Any] = {}
-    for node_id in sorted(workflow.nodes, key=natural_key):
+    for node_id in sorted(workflow.nodes, key=lambda node_id: (natural_key(node_id), node_id)):
         node = workflow.nodes[node_id]
         entry: dict[str, Any] = {"type": node.type}
         if node.type_version is not None:
@@ -222,8 +228,13 @@ def _format(value: Any, depth: int, one_item_per_line: bool = False) -> str:
     return _inline(value)
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _inline(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+    # A lone surrogate (legal as a JSON escape, not as UTF-8) is written back as the escape it was read from.
+    return _LONE_SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
 
 
 def save(workflow: Workflow, path: str | Path) -> None:
