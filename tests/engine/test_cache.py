@@ -8,39 +8,9 @@ from pathlib import Path
 import pytest
 
 from nodegraph.core import Input, Output, PortType, Workflow, node
-from nodegraph.engine import Executor, NodeCached, NodeStarted, OutputCache, RunSettings
+from nodegraph.engine import Executor, OutputCache, RunSettings
 from nodegraph.engine.cache import estimate_nbytes
-
-
-def started(events):
-    return [e.node_id for e in events if isinstance(e, NodeStarted)]
-
-
-def cached_events(events):
-    return [e.node_id for e in events if isinstance(e, NodeCached)]
-
-
-def chain(value=3, factor=2):
-    """Number n -> Scale s -> Add a -> Collect c."""
-    wf = Workflow()
-    wf.add_node("Number", "n", inputs={"value": value})
-    wf.add_node("Scale", "s", inputs={"factor": factor})
-    wf.add_node("Add", "a")
-    wf.add_node("Collect", "c")
-    wf.connect("n", "VALUE", "s", "value")
-    wf.connect("s", "VALUE", "a", "a")
-    wf.connect("a", "SUM", "c", "value")
-    return wf
-
-
-@pytest.fixture
-def events():
-    return []
-
-
-@pytest.fixture
-def executor(registry, events):
-    return Executor(registry, sink=events.append)
+from tests.engine.helpers import cached_events, chain, started
 
 
 def rerun(executor, events, workflow, **kwargs):

@@ -24,16 +24,9 @@ from nodegraph.engine import (
     RunSettings,
     RunStarted,
 )
+from tests.engine.helpers import chain, of_type, started
 
 # --- helpers ------------------------------------------------------------------------------------------------------
-
-
-def of_type(events, kind):
-    return [e for e in events if isinstance(e, kind)]
-
-
-def started(events):
-    return [e.node_id for e in of_type(events, NodeStarted)]
 
 
 def collect_value(result, node_id="c"):
@@ -46,29 +39,6 @@ def assert_topological(order, workflow):
     for link in workflow.links:
         if link.from_node in position and link.to_node in position:
             assert position[link.from_node] < position[link.to_node], (link, order)
-
-
-def chain(value=3, factor=2):
-    """Number n -> Scale s -> Add a (b unconnected) -> Collect c."""
-    wf = Workflow()
-    wf.add_node("Number", "n", inputs={"value": value})
-    wf.add_node("Scale", "s", inputs={"factor": factor})
-    wf.add_node("Add", "a")
-    wf.add_node("Collect", "c")
-    wf.connect("n", "VALUE", "s", "value")
-    wf.connect("s", "VALUE", "a", "a")
-    wf.connect("a", "SUM", "c", "value")
-    return wf
-
-
-@pytest.fixture
-def events():
-    return []
-
-
-@pytest.fixture
-def executor(registry, events):
-    return Executor(registry, sink=events.append)
 
 
 # --- 1. order and output-only execution --------------------------------------------------------------------------
