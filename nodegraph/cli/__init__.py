@@ -1,4 +1,4 @@
-"""The `nodegraph` command: gui (default), run, validate, nodes.
+"""The `nodegraph` command: gui (default), run, validate, nodes, models, inspect.
 
 Exit codes: 0 success; 2 invalid workflow or usage; 3 a node failed while running; 130 cancelled (Ctrl+C).
 User mistakes print one clear line (or a short list) and no traceback; ``--debug`` shows tracebacks.
@@ -15,7 +15,7 @@ from nodegraph import __version__
 from nodegraph.cli import codes
 from nodegraph.core.errors import NodegraphError
 
-COMMANDS = ("gui", "run", "validate", "nodes")
+COMMANDS = ("gui", "run", "validate", "nodes", "models", "inspect")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     nodes = sub.add_parser("nodes", parents=[common], help="list the node types")
     nodes.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    models = sub.add_parser("models", parents=[common], help="list the model files found, by kind, with family")
+    _add_models_dir(models)
+    models.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    inspect = sub.add_parser("inspect", parents=[common], help="identify one model file (kind, family, …)")
+    inspect.add_argument("file", help="a .safetensors/.ckpt/.pt/.bin file or a diffusers folder")
+    inspect.add_argument("--prediction", choices=["epsilon", "v"], help="override the SD 2.x v-prediction rule")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
     return parser
 
 
@@ -80,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from nodegraph.cli.run_command import run_command
 
             return run_command(args)
+        if args.command in ("models", "inspect"):
+            from nodegraph.cli.model_commands import inspect_command, models_command
+
+            return models_command(args) if args.command == "models" else inspect_command(args)
         from nodegraph.cli.commands import nodes_command, validate_command
 
         return validate_command(args) if args.command == "validate" else nodes_command(args)

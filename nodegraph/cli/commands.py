@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from nodegraph.cli import codes
@@ -27,6 +28,13 @@ def load_registry(args: argparse.Namespace) -> NodeRegistry:
     return registry
 
 
+def model_file_check(models_dirs: list[str]):
+    """The validator's check that file-naming inputs name existing models (data folder plus `--models-dir`)."""
+    from nodegraph.models.discovery import ModelFolders, file_check
+
+    return file_check(ModelFolders([Path(d) for d in models_dirs]))
+
+
 def gui_command(args: argparse.Namespace) -> int:
     """Start the desktop app (not part of this build yet: says so and exits non-zero)."""
     print("nodegraph: the desktop app is not available in this build yet; use `nodegraph run WORKFLOW` to run a "
@@ -43,7 +51,7 @@ def validate_command(args: argparse.Namespace) -> int:
     except WorkflowError as error:
         print(error)
         return codes.INVALID
-    problems = validate(workflow, registry)
+    problems = validate(workflow, registry, file_check=model_file_check(args.models_dir))
     for problem in problems:
         print(f"{args.workflow}: {problem}")
     if problems:

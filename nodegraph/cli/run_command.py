@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.cli import codes
-from nodegraph.cli.commands import load_registry
+from nodegraph.cli.commands import load_registry, model_file_check
 from nodegraph.cli.overrides import UsageError, apply_overrides, override_sets
 from nodegraph.cli.progress import ProgressPrinter
 from nodegraph.core.migrations import upgrade_node_versions
@@ -35,8 +35,9 @@ def run_command(args: argparse.Namespace) -> int:
     upgrade_node_versions(workflow, registry)
     runs = override_sets(workflow, registry, args.set, args.sweep)
     workflows = [apply_overrides(workflow, overrides) for overrides in runs]
+    check = model_file_check(args.models_dir)
     for index, candidate in enumerate(workflows):
-        problems = validate(candidate, registry)
+        problems = validate(candidate, registry, file_check=check)
         if problems:
             label = f" (run {index + 1}: {_describe(runs[index])})" if len(runs) > 1 else ""
             for problem in problems:
@@ -47,7 +48,7 @@ def run_command(args: argparse.Namespace) -> int:
         models_dirs=tuple(Path(d) for d in args.models_dir),
         device=args.device,
     )
-    executor = Executor(registry, sink=null_sink if args.quiet else ProgressPrinter(sys.stderr))
+    executor = Executor(registry, sink=null_sink if args.quiet else ProgressPrinter(sys.stderr), file_check=check)
     cancel = CancelToken()
     reports: list[dict[str, Any]] = []
     with _cancel_on_interrupt(cancel):

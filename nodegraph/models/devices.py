@@ -1,0 +1,63 @@
+"""Device selection and the dtype policy: fp16 on GPUs, fp32 on the CPU, and a VAE that never returns black images."""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from nodegraph.models.offline import import_torch
+
+
+def pick_device(requested: str = "auto") -> Any:
+    """The torch device for "auto", "cpu", "cuda", "cuda:N" or "mps"; "auto" prefers CUDA, then MPS, then the CPU.
+
+    Asking for a device that is not there is a clear error instead of a silent fallback.
+    """
+    torch = import_torch()
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", requested):
+        raise ValueError(f"unknown device {requested!r}: use auto, cpu, cuda, cuda:N or mps")
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device {requested!r} is not available on this machine")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' is not available on this machine")
+    return device
+
+
+def compute_dtype(device: Any) -> Any:
+    """The dtype models run in: float16 on CUDA and MPS (bfloat16 where ``NODEGRAPH_DTYPE=bf16``), float32 on CPU."""
+    torch = import_torch()
+    if device.type == "cpu":
+        return torch.float32
+    return torch.bfloat16 if os.environ.get("NODEGRAPH_DTYPE") == "bf16" else torch.float16
+
+
+def decode_latents(vae: Any, latents: Any) -> Any:
+    """Decode with the VAE in its dtype; if that gives NaN/inf (SD 1.x/SDXL VAEs overflow in fp16 and give black
+    images elsewhere), decode again in float32. Returns float32 images in [-1, 1] layout as the VAE produces."""
+    torch = import_torch()
+    with torch.inference_mode():
+        image = vae.decode(latents.to(vae.dtype)).sample
+        if vae.dtype != torch.float32 and not torch.isfinite(image).all():
+            original = vae.dtype
+            vae.to(torch.float32)
+            try:
+                image = vae.decode(latents.to(torch.float32)).sample
+            finally:
+                vae.to(original)
+    return image.float()
+
+
+def total_memory_bytes() -> int:
+    """The machine's physical memory (for the default RAM budget)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 16 * 1024**3

@@ -1,0 +1,139 @@
+"""Finding model files: the folders of each kind in the data folder and in the AUTOMATIC1111 / ComfyUI installs
+users already have, plus ComfyUI's ``extra_model_paths.yaml``.
+
+A model is named by its path relative to its kind's folder (``sdxl/juggernaut.safetensors``), so workflows stay
+portable between machines; an absolute path works too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nodegraph.core.schema import InputSpec
+from nodegraph.models.errors import ModelNotFoundError
+from nodegraph.models.safe_load import MODEL_SUFFIXES
+from nodegraph.paths import app_home
+
+#: Folder names of each kind, ComfyUI's first, then AUTOMATIC1111's, looked up under ``ROOT/models/`` and ``ROOT/``.
+KIND_FOLDERS: dict[str, tuple[str, ...]] = {
+    "checkpoints": ("checkpoints", "Stable-diffusion"),
+    "loras": ("loras", "Lora", "LyCORIS"),
+    "vae": ("vae", "VAE"),
+    "embeddings": ("embeddings",),
+    "hypernetworks": ("hypernetworks",),
+}
+#: ComfyUI's extra_model_paths.yaml keys that map onto our kinds.
+_YAML_KEYS = {"checkpoints": "checkpoints", "loras": "loras", "vae": "vae", "embeddings": "embeddings",
+              "hypernetworks": "hypernetworks"}
+
+
+@dataclass
+class ModelFolders:
+    """The folders searched for each kind of model.
+
+    Args:
+        roots: install roots (an AUTOMATIC1111 or ComfyUI folder, or any folder laid out the same way), searched
+            after the data folder; a root's ``extra_model_paths.yaml`` is read too.
+        include_home: also search the nodegraph data folder's ``models/``.
+    """
+
+    roots: list[Path] = field(default_factory=list)
+    include_home: bool = True
+    extra: dict[str, list[Path]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.roots = [Path(root).expanduser() for root in self.roots]
+        for root in self.roots:
+            yaml_file = root / "extra_model_paths.yaml"
+            if yaml_file.is_file():
+                for kind, folders in read_extra_model_paths(yaml_file).items():
+                    self.extra.setdefault(kind, []).extend(folders)
+
+    def folders(self, kind: str) -> list[Path]:
+        """The existing folders of `kind` ("checkpoints", "loras", "vae", "embeddings", "hypernetworks")."""
+        if kind not in KIND_FOLDERS:
+            raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KIND_FOLDERS)}")
+        roots = ([app_home()] if self.include_home else []) + self.roots
+        candidates = [root / sub / name for root in roots for sub in ("models", "") for name in KIND_FOLDERS[kind]]
+        candidates += self.extra.get(kind, [])
+        seen: set[Path] = set()
+        result = []
+        for folder in candidates:
+            if folder.is_dir():
+                key = folder.resolve()
+                if key not in seen:
+                    seen.add(key)
+                    result.append(folder)
+        return result
+
+    def list(self, kind: str) -> list[str]:
+        """Every model name of `kind`: paths relative to their folder, with ``/`` separators, sorted."""
+        names: dict[str, None] = {}
+        for folder in self.folders(kind):
+            for path in sorted(folder.rglob("*")):
+                if _is_model(path, kind):
+                    names[path.relative_to(folder).as_posix()] = None
+        return sorted(names, key=str.lower)
+
+    def resolve(self, kind: str, name: str) -> Path:
+        """The file for a model name (or an absolute path); ModelNotFoundError listing the folders searched."""
+        candidate = Path(name).expanduser()
+        if candidate.is_absolute():
+            if candidate.exists():
+                return candidate
+            raise ModelNotFoundError(candidate, "no such file")
+        for folder in self.folders(kind):
+            path = folder / name
+            if path.exists() and _is_model(path, kind):
+                return path
+        searched = ", ".join(str(folder) for folder in self.folders(kind)) or "no folders exist yet"
+        raise ModelNotFoundError(Path(name), f"not found in the {kind} folders ({searched})")
+
+
+def _is_model(path: Path, kind: str) -> bool:
+    if path.is_dir():
+        return kind == "checkpoints" and (path / "model_index.json").is_file()
+    return path.suffix.lower() in MODEL_SUFFIXES and not path.name.startswith(".")
+
+
+def read_extra_model_paths(path: Path) -> dict[str, list[Path]]:
+    """Folders by kind from a ComfyUI ``extra_model_paths.yaml`` (each section: ``base_path`` plus kind keys holding
+    one path or several, one per line)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    result: dict[str, list[Path]] = {}
+    for section in doc.values() if isinstance(doc, dict) else ():
+        if not isinstance(section, dict):
+            continue
+        base = Path(str(section.get("base_path", path.parent))).expanduser()
+        if not base.is_absolute():
+            base = path.parent / base
+        for key, kind in _YAML_KEYS.items():
+            value = section.get(key)
+            if isinstance(value, str):
+                result.setdefault(kind, []).extend(base / line.strip() for line in value.splitlines() if line.strip())
+    return result
+
+
+def file_check(folders: ModelFolders) -> Callable[[InputSpec, str], str | None]:
+    """A validator hook: why a file-naming input does not name a model in `folders` (None when it does)."""
+
+    def check(spec: InputSpec, value: str) -> str | None:
+        try:
+            folders.resolve(spec.file_kind or "", value)
+        except (ModelNotFoundError, ValueError) as error:
+            return str(error)
+        return None
+
+    return check
+
+
+def all_models(folders: ModelFolders, kinds: Iterable[str] = KIND_FOLDERS) -> dict[str, list[str]]:
+    """Every model name by kind."""
+    return {kind: folders.list(kind) for kind in kinds}

@@ -1,0 +1,270 @@
+"""Identify a model file without building a model: its kind, family, variant and prediction type.
+
+Everything is decided from tensor names and shapes (read from the safetensors header alone, so identifying a 7 GB
+checkpoint reads a few hundred kilobytes). The rules follow the facts in FORMATS.md; v-prediction is not in the
+keys, see :func:`decide_prediction` for the documented rule.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodegraph.models.errors import CorruptModelError
+from nodegraph.models.families import FAMILIES
+from nodegraph.models.safe_load import (
+    MODEL_SUFFIXES,
+    SAFETENSORS_SUFFIXES,
+    load_pickle,
+    read_safetensors_header,
+    unwrap_state_dict,
+)
+
+KINDS = ("checkpoint", "lora", "embedding", "vae", "hypernetwork", "diffusers")
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+                       "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
+_UNET = "model.diffusion_model."
+_CONTEXT_TO_FAMILY = {768: "sd1", 1024: "sd2", 2048: "sdxl-base", 1280: "sdxl-refiner"}
+_WIDTH_TO_BASE = {768: "sd1", 1024: "sd2", 1280: "sdxl", 2048: "sdxl"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model file is. ``family`` is a family name for checkpoints, a base (``sd1``, ``sd2``, ``sdxl``) for
+    add-ons, or ``unknown``; ``unsupported`` explains a recognised but unsupported model (SD3, Flux, …)."""
+
+    path: Path
+    kind: str
+    family: str = "unknown"
+    variant: str | None = None
+    prediction: str | None = None
+    prediction_source: str | None = None
+    tensors: int = 0
+    dtypes: tuple[str, ...] = ()
+    bytes: int = 0
+    unsupported: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON shape of `nodegraph inspect --json`."""
+        return {"path": str(self.path), "kind": self.kind, "variant": self.variant, "family": self.family,
+                "prediction": self.prediction, "prediction_source": self.prediction_source, "tensors": self.tensors,
+                "dtypes": list(self.dtypes), "bytes": self.bytes, "unsupported": self.unsupported,
+                "notes": list(self.notes)}
+
+
+def identify(path: str | Path, prediction_override: str | None = None) -> ModelInfo:
+    """Identify the model at `path` (a file, or a diffusers folder). Raises a ModelError for unreadable files."""
+    path = Path(path)
+    if path.is_dir():
+        return _identify_diffusers_folder(path)
+    suffix = path.suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise CorruptModelError(path, f"not a model file (expected {', '.join(MODEL_SUFFIXES)})")
+    if suffix in SAFETENSORS_SUFFIXES:
+        header = read_safetensors_header(path)
+        shapes = {name: entry.shape for name, entry in header.tensors.items()}
+        dtypes = {_SAFETENSORS_DTYPES.get(entry.dtype, entry.dtype.lower()) for entry in header.tensors.values()}
+        return _classify(path, shapes, dtypes, header.metadata, header.file_bytes, None, prediction_override)
+    data = load_pickle(path)
+    special = _identify_pickled_addon(path, data)
+    if special is not None:
+        return special
+    tensors = {name: value for name, value in unwrap_state_dict(data).items() if hasattr(value, "shape")}
+    shapes = {name: tuple(value.shape) for name, value in tensors.items()}
+    dtypes = {str(value.dtype).removeprefix("torch.") for value in tensors.values()}
+    return _classify(path, shapes, dtypes, {}, path.stat().st_size, data, prediction_override)
+
+
+def _classify(path: Path, shapes: Mapping[str, tuple[int, ...]], dtypes: set[str], metadata: Mapping[str, str],
+              size: int, raw: Mapping[str, Any] | None, prediction_override: str | None) -> ModelInfo:
+    common = {"path": path, "tensors": len(shapes), "dtypes": tuple(sorted(dtypes)), "bytes": size}
+    names = list(shapes)
+    unsupported = _unsupported_architecture(names)
+    if unsupported:
+        return ModelInfo(kind="checkpoint", unsupported=unsupported, **common)
+    if any(name.startswith(_UNET) for name in names):
+        family, notes = checkpoint_family(shapes)
+        prediction, source = decide_prediction(path, family, metadata, prediction_override)
+        if family.startswith("sd2") and not family.endswith("inpaint"):
+            family = "sd2-v" if prediction == "v" else "sd2"
+        variant = "inpaint" if family.endswith("inpaint") else None
+        if not any(name.startswith("first_stage_model.") for name in names):
+            notes += ("no VAE inside: use a VAE override",)
+        return ModelInfo(kind="checkpoint", family=family, variant=variant, prediction=prediction,
+                         prediction_source=source, notes=notes, **common)
+    lora_variant = _lora_variant(names, shapes)
+    if lora_variant is not None:
+        return ModelInfo(kind="lora", family=_lora_base(shapes), variant=lora_variant, **common)
+    if _is_vae(names):
+        return ModelInfo(kind="vae", variant="diffusers" if any(".down_blocks." in n for n in names) else None,
+                         notes=("a VAE fits every SD 1.x/2.x model; SDXL has its own",), **common)
+    embedding_base = _embedding_base(shapes)
+    if embedding_base is not None:
+        return ModelInfo(kind="embedding", family=embedding_base, **common)
+    raise CorruptModelError(path, "not a recognised Stable Diffusion file (no checkpoint, LoRA, VAE or embedding "
+                                  "tensors)")
+
+
+def _unsupported_architecture(names: list[str]) -> str | None:
+    joined = "\n".join(names[:20000])
+    if re.search(r"(^|\.)joint_blocks\.\d+\.", joined, re.M):
+        return "an SD3 model: not supported (SD 1.x, SD 2.x and SDXL are)"
+    if re.search(r"(^|\.)double_blocks\.\d+\.", joined, re.M):
+        return "a Flux model: not supported (SD 1.x, SD 2.x and SDXL are)"
+    if re.search(r"(^|\.)time_stack\.", joined, re.M):
+        return "a video model (SVD): not supported"
+    if re.search(r"(^|\.)down_blocks\.\d+\.\d+\.channelwise", joined, re.M):
+        return "a Stable Cascade model: not supported"
+    return None
+
+
+def checkpoint_family(shapes: Mapping[str, tuple[int, ...]]) -> tuple[str, tuple[str, ...]]:
+    """The family of an LDM single-file checkpoint from its tensor names and shapes (SD2's prediction aside)."""
+    names = shapes.keys()
+    if any(n.startswith("conditioner.embedders.1.model.transformer.resblocks.") for n in names):
+        base = "sdxl-base"
+    elif any(n.startswith("conditioner.embedders.0.model.transformer.resblocks.") for n in names):
+        base = "sdxl-refiner"
+    else:
+        context = next((shape[1] for name, shape in shapes.items()
+                        if name.startswith(_UNET) and name.endswith("attn2.to_k.weight") and len(shape) == 2), None)
+        label = shapes.get(_UNET + "label_emb.0.0.weight")
+        if label is not None:
+            base = "sdxl-base" if label[1] == 2816 else "sdxl-refiner"
+        elif context in _CONTEXT_TO_FAMILY:
+            base = _CONTEXT_TO_FAMILY[context]
+        else:
+            return "unknown", (f"unrecognised cross-attention width {context}",)
+    conv_in = shapes.get(_UNET + "input_blocks.0.0.weight")
+    channels = conv_in[1] if conv_in and len(conv_in) == 4 else 4
+    if channels == 9:
+        return {"sd1": "sd1-inpaint", "sd2": "sd2-inpaint", "sdxl-base": "sdxl-inpaint"}.get(base, "unknown"), ()
+    if channels != 4:
+        return "unknown", (f"a UNet with {channels} input channels (InstructPix2Pix or similar) is not supported",)
+    return base, ()
+
+
+def decide_prediction(path: Path, family: str, metadata: Mapping[str, str],
+                      override: str | None) -> tuple[str, str]:
+    """The prediction type (``epsilon`` or ``v``) and where it came from.
+
+    Only SD 2.x non-inpainting checkpoints are ambiguous (v-prediction leaves no trace in the keys). The rule, first
+    match wins: the user's override; an AUTOMATIC1111 sidecar ``<name>.yaml`` with ``parameterization: "v"``; the
+    file's safetensors metadata (``modelspec.prediction_type``, kohya's ``ss_v_parameterization``); "512" or "base"
+    in the file name means epsilon; otherwise v, because the 768 v-prediction models (2.0-v, 2.1 and most fine-tunes
+    of them) are the common SD 2.x checkpoints. Every other family has a fixed prediction type.
+    """
+    if override is not None:
+        if override not in ("epsilon", "v"):
+            raise ValueError(f"prediction must be 'epsilon' or 'v', not {override!r}")
+        return override, "override"
+    if not (family.startswith("sd2") and not family.endswith("inpaint")):
+        known = FAMILIES.get(family)
+        return (known.prediction if known else "epsilon"), "family"
+    sidecar = path.with_suffix(".yaml")
+    if sidecar.is_file():
+        text = sidecar.read_text(encoding="utf-8", errors="replace")
+        match = re.search(r"parameterization:\s*[\"']?(\w+)", text)
+        return ("v" if match and match.group(1) == "v" else "epsilon"), "sidecar yaml"
+    spec = metadata.get("modelspec.prediction_type", "").lower()
+    if spec:
+        return ("v" if spec.startswith("v") else "epsilon"), "metadata"
+    if metadata.get("ss_v_parameterization", "").lower() in ("true", "false"):
+        return ("v" if metadata["ss_v_parameterization"].lower() == "true" else "epsilon"), "metadata"
+    if re.search(r"(^|[^0-9])512([^0-9]|$)|base", path.stem.lower()):
+        return "epsilon", "file name"
+    return "v", "default for SD 2.x"
+
+
+def _lora_variant(names: list[str], shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+    if any(".hada_w1_a" in n for n in names):
+        return "loha"
+    if any(".lokr_w1" in n for n in names):
+        return "lokr"
+    downs = [n for n in names if n.endswith((".lora_down.weight", ".lora_A.weight", ".lora.down.weight"))]
+    if not downs:
+        return None
+    if any(len(shapes[n]) == 4 and shapes[n][2:] != (1, 1) for n in downs):
+        return "locon"
+    return "lora"
+
+
+def _lora_base(shapes: Mapping[str, tuple[int, ...]]) -> str:
+    names = shapes.keys()
+    if any(n.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for n in names):
+        return "sdxl"
+    for name, shape in shapes.items():
+        if len(shape) == 2 and re.search(r"attn2[._]to_k(\.lora_down|\.lora_A|_lora\.down|\.lora\.down)", name):
+            return _WIDTH_TO_BASE.get(shape[1], "unknown")
+    for name, shape in shapes.items():
+        if len(shape) == 2 and re.search(r"(lora_te_|text_encoder\.).*q_proj", name) and "lora_up" not in name \
+                and "lora_B" not in name:
+            return _WIDTH_TO_BASE.get(shape[1], "unknown")
+    if any(n.startswith(("lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block"))
+           for n in names):
+        return "sdxl"
+    return "unknown"
+
+
+def _is_vae(names: list[str]) -> bool:
+    stripped = {n.removeprefix("first_stage_model.") for n in names}
+    return "encoder.conv_in.weight" in stripped and "decoder.conv_out.weight" in stripped
+
+
+def _embedding_base(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
+    if "clip_l" in shapes and "clip_g" in shapes:
+        return "sdxl"
+    candidates = [shape for name, shape in shapes.items() if name == "emb_params" or len(shapes) <= 4]
+    widths = {shape[-1] for shape in candidates if 1 <= len(shape) <= 2}
+    if len(widths) == 1 and (width := widths.pop()) in _WIDTH_TO_BASE:
+        return _WIDTH_TO_BASE[width]
+    return None
+
+
+def _identify_pickled_addon(path: Path, data: Mapping[Any, Any]) -> ModelInfo | None:
+    """AUTOMATIC1111 embeddings and hypernetworks are nested pickles, not flat state dicts."""
+    size = path.stat().st_size
+    if isinstance(data.get("string_to_param"), Mapping):
+        params = [v for v in data["string_to_param"].values() if hasattr(v, "shape")]
+        if params:
+            width = params[0].shape[-1]
+            return ModelInfo(path, "embedding", _WIDTH_TO_BASE.get(width, "unknown"), tensors=len(params),
+                             dtypes=tuple(sorted({str(p.dtype).removeprefix("torch.") for p in params})), bytes=size,
+                             notes=(f"{params[0].shape[0] if len(params[0].shape) == 2 else 1} vector(s)",))
+    widths = [key for key in data if isinstance(key, int)]
+    if widths and ("layer_structure" in data or "activation_func" in data):
+        tensors = [t for key in widths for module in data[key] if isinstance(module, Mapping)
+                   for t in module.values() if hasattr(t, "shape")]
+        context = max(widths)
+        return ModelInfo(path, "hypernetwork", _WIDTH_TO_BASE.get(context, "unknown"), tensors=len(tensors),
+                         dtypes=tuple(sorted({str(t.dtype).removeprefix("torch.") for t in tensors})), bytes=size,
+                         notes=(f"layer widths {sorted(widths)}",))
+    return None
+
+
+def _identify_diffusers_folder(path: Path) -> ModelInfo:
+    index = path / "model_index.json"
+    unet_config = path / "unet" / "config.json"
+    if not index.is_file() or not unet_config.is_file():
+        raise CorruptModelError(path, "a folder that is not a diffusers pipeline (no model_index.json / unet)")
+    try:
+        unet = json.loads(unet_config.read_text(encoding="utf-8"))
+        scheduler_file = path / "scheduler" / "scheduler_config.json"
+        scheduler = json.loads(scheduler_file.read_text(encoding="utf-8")) if scheduler_file.is_file() else {}
+    except (OSError, json.JSONDecodeError) as error:
+        raise CorruptModelError(path, f"unreadable config: {error}") from None
+    family = _CONTEXT_TO_FAMILY.get(unet.get("cross_attention_dim"), "unknown")
+    if unet.get("in_channels") == 9:
+        family = {"sd1": "sd1-inpaint", "sd2": "sd2-inpaint", "sdxl-base": "sdxl-inpaint"}.get(family, "unknown")
+    prediction = "v" if scheduler.get("prediction_type") == "v_prediction" else "epsilon"
+    if family == "sd2" and prediction == "v":
+        family = "sd2-v"
+    weights = [p for p in path.rglob("*") if p.suffix in MODEL_SUFFIXES]
+    return ModelInfo(path, "diffusers", family, "inpaint" if family.endswith("inpaint") else None, prediction,
+                     "scheduler config", len(weights), (), sum(p.stat().st_size for p in weights))

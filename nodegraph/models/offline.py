@@ -1,0 +1,55 @@
+"""Offline by construction: every hub lookup is disabled before diffusers or transformers is imported.
+
+Import torch, diffusers and transformers only through these helpers (or after calling :func:`ensure_offline`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from types import ModuleType
+
+_OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+    "DIFFUSERS_NO_ADVISORY_WARNINGS": "1",
+}
+
+
+def ensure_offline() -> None:
+    """Make any attempt of huggingface_hub, transformers or diffusers to reach the hub fail at once.
+
+    The libraries read these variables when they are first imported, so this runs before importing them; if
+    huggingface_hub was imported already (by someone else), its constant is switched too.
+    """
+    os.environ.update(_OFFLINE_ENV)
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+
+
+def import_torch() -> ModuleType:
+    """torch, imported offline."""
+    ensure_offline()
+    import torch
+
+    return torch
+
+
+def import_diffusers() -> ModuleType:
+    """diffusers, imported offline."""
+    ensure_offline()
+    import diffusers
+
+    return diffusers
+
+
+def import_transformers() -> ModuleType:
+    """transformers, imported offline."""
+    ensure_offline()
+    import transformers
+
+    return transformers
