@@ -1,0 +1,143 @@
+"""Applying stacks of LoRAs to loaded components through diffusers + peft, and taking them off again exactly.
+
+Each LoRA file becomes a peft adapter (diffusers converts kohya/AUTOMATIC1111, LoCon and diffusers/PEFT files); the
+base weights are never modified or copied — an adapter adds its low-rank delta beside them — so disabling the
+adapters gives the base model's outputs bit for bit, and two graph branches with different LoRA stacks share one
+UNet. Adapters stay loaded (disabled) between uses so a re-run does not re-read the file; :func:`unload_loras`
+removes them entirely.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nodegraph.models.errors import IncompatibleModelError, ModelError
+from nodegraph.models.families import Family
+from nodegraph.models.identify import identify
+from nodegraph.models.offline import import_diffusers
+from nodegraph.models.safe_load import load_state_dict, unwrap_state_dict
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """One LoRA of a stack: its file and the strengths for the UNet and the text encoder(s)."""
+
+    path: Path
+    unet_strength: float = 1.0
+    text_strength: float = 1.0
+
+
+def adapter_name(path: Path) -> str:
+    """A stable adapter name for a LoRA file (its identity: path, size and modification time)."""
+    stat = path.stat()
+    digest = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return f"ng_{digest}"
+
+
+def check_lora(path: Path, family: Family) -> None:
+    """Refuse a file that is not a LoRA diffusers can apply, or that was made for another model family."""
+    info = identify(path)
+    if info.kind != "lora":
+        raise ModelError(path, f"is a {info.kind}, not a LoRA")
+    if info.variant in ("loha", "lokr"):
+        raise IncompatibleModelError(path, f"is a LyCORIS {info.variant.upper()} file, which diffusers/peft cannot "
+                                           "apply yet; LoRA and LoCon files are supported")
+    if info.family != "unknown" and info.family != family.base:
+        raise IncompatibleModelError(path, f"is a LoRA for {info.family.upper()} models and cannot be applied to "
+                                           f"{family.label}")
+
+
+def _ensure_loaded(path: Path, family: Family, unet: Any, text_encoders: Mapping[str, Any]) -> str:
+    """Load the LoRA as an adapter into the components once; return its adapter name."""
+    name = adapter_name(path)
+    if name in getattr(unet, "peft_config", {}) or any(
+            name in getattr(te, "peft_config", {}) for te in text_encoders.values()):
+        return name
+    check_lora(path, family)
+    diffusers = import_diffusers()
+    mixin = (diffusers.loaders.StableDiffusionXLLoraLoaderMixin if family.base == "sdxl"
+             else diffusers.loaders.StableDiffusionLoraLoaderMixin)
+    raw = unwrap_state_dict(load_state_dict(path))
+    try:
+        state, alphas = mixin.lora_state_dict(dict(raw), unet_config=unet.config)
+    except (ValueError, KeyError) as error:
+        raise ModelError(path, f"cannot read this LoRA: {error}") from None
+    matched = 0
+    unet_part = {k: v for k, v in state.items() if k.startswith("unet.")}
+    if unet_part:
+        mixin.load_lora_into_unet(unet_part, alphas, unet, adapter_name=name)
+        matched += _count_layers(unet, name)
+    for component, encoder in text_encoders.items():
+        part = {k: v for k, v in state.items() if k.startswith(f"{component}.")}
+        if part:
+            mixin.load_lora_into_text_encoder(part, alphas, encoder, prefix=component, adapter_name=name)
+            matched += _count_layers(encoder, name)
+    if matched == 0:
+        raise IncompatibleModelError(path, f"none of its {len(raw)} tensors matches a layer of this {family.label} "
+                                           "model: is it a LoRA for another model type?")
+    return name
+
+
+def _count_layers(module: Any, name: str) -> int:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return sum(1 for m in module.modules() if isinstance(m, BaseTunerLayer) and name in getattr(m, "lora_A", {}))
+
+
+@contextmanager
+def applied_loras(loras: Sequence[LoraSpec], family: Family, unet: Any,
+                  text_encoders: Mapping[str, Any]) -> Iterator[None]:
+    """Within the block, the UNet and text encoders act with `loras` applied at their strengths; afterwards all
+    adapters are disabled, which restores the base outputs exactly. An empty stack applies nothing."""
+    from diffusers.utils.peft_utils import set_adapter_layers, set_weights_and_activate_adapters
+
+    if not loras:
+        _disable_all(unet, text_encoders)
+        yield
+        return
+    names = [_ensure_loaded(spec.path, family, unet, text_encoders) for spec in loras]
+    try:
+        _activate(unet, names, [spec.unet_strength for spec in loras], set_weights_and_activate_adapters,
+                  set_adapter_layers)
+        for encoder in text_encoders.values():
+            _activate(encoder, names, [spec.text_strength for spec in loras], set_weights_and_activate_adapters,
+                      set_adapter_layers)
+        yield
+    finally:
+        _disable_all(unet, text_encoders)
+
+
+def _activate(module: Any, names: list[str], weights: list[float], set_weights: Any, set_layers: Any) -> None:
+    present = getattr(module, "peft_config", {})
+    active = [(n, w) for n, w in zip(names, weights, strict=True) if n in present]
+    if not active:
+        if present:
+            set_layers(module, enabled=False)
+        return
+    set_layers(module, enabled=True)
+    set_weights(module, [n for n, _ in active], [w for _, w in active])
+
+
+def _disable_all(unet: Any, text_encoders: Mapping[str, Any]) -> None:
+    from diffusers.utils.peft_utils import set_adapter_layers
+
+    for module in (unet, *text_encoders.values()):
+        if getattr(module, "peft_config", None):
+            set_adapter_layers(module, enabled=False)
+
+
+def unload_loras(unet: Any, text_encoders: Mapping[str, Any]) -> None:
+    """Remove every adapter and the peft wrappers, giving back the original module structure and weights."""
+    from diffusers.utils.peft_utils import recurse_remove_peft_layers
+
+    for module in (unet, *text_encoders.values()):
+        if getattr(module, "peft_config", None):
+            recurse_remove_peft_layers(module)
+            del module.peft_config
+            if hasattr(module, "_hf_peft_config_loaded"):
+                module._hf_peft_config_loaded = False
