@@ -44,12 +44,16 @@ def unet_config_from_shapes(shapes: Shapes, family_config: Mapping[str, Any], pr
     has_attention = [any(level["depths"]) for level in levels]
     config["down_block_types"] = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in has_attention]
     config["up_block_types"] = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(has_attention)]
-    depths = [max(level["depths"]) if any(level["depths"]) else 1 for level in levels]
-    if "transformer_layers_per_block" in family_config or any(d != 1 for d in depths):
-        config["transformer_layers_per_block"] = depths
     mid_depth = len(_indices(shapes, re.escape(prefix) + r"middle_block\.1\.transformer_blocks\.(\d+)\."))
     if mid_depth == 0:
         config["mid_block_type"] = "UNetMidBlock2D"
+    # Levels without attention ignore their depth, except that diffusers takes the mid block's depth from the last
+    # entry (the SDXL refiner: no attention at the last level, 4 blocks in the middle).
+    depths = [max(level["depths"]) if any(level["depths"]) else 1 for level in levels]
+    if not any(levels[-1]["depths"]):
+        depths[-1] = max(mid_depth, 1)
+    if "transformer_layers_per_block" in family_config or any(d != 1 for d in depths):
+        config["transformer_layers_per_block"] = depths
     to_k = next((shape for name, shape in shapes.items()
                  if name.startswith(prefix) and name.endswith("attn2.to_k.weight")), None)
     if to_k is not None:

@@ -200,7 +200,8 @@ def _lora_base(shapes: Mapping[str, tuple[int, ...]]) -> str:
     if any(n.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for n in names):
         return "sdxl"
     for name, shape in shapes.items():
-        if len(shape) == 2 and re.search(r"attn2[._]to_k(\.lora_down|\.lora_A|_lora\.down|\.lora\.down)", name):
+        if len(shape) == 2 and re.search(r"attn2[._]to_k(\.lora_down|\.lora_A|_lora\.down|\.lora\.down|\.hada_w1_b)",
+                                         name):
             return _WIDTH_TO_BASE.get(shape[1], "unknown")
     for name, shape in shapes.items():
         if len(shape) == 2 and re.search(r"(lora_te_|text_encoder\.).*q_proj", name) and "lora_up" not in name \
@@ -241,8 +242,8 @@ def _identify_pickled_addon(path: Path, data: Mapping[Any, Any]) -> ModelInfo | 
     if widths and ("layer_structure" in data or "activation_func" in data):
         tensors = [t for key in widths for module in data[key] if isinstance(module, Mapping)
                    for t in module.values() if hasattr(t, "shape")]
-        context = max(widths)
-        return ModelInfo(path, "hypernetwork", _WIDTH_TO_BASE.get(context, "unknown"), tensors=len(tensors),
+        base = "sd2" if 1024 in widths else "sd1" if 768 in widths else "sdxl" if 2048 in widths else "unknown"
+        return ModelInfo(path, "hypernetwork", base, tensors=len(tensors),
                          dtypes=tuple(sorted({str(t.dtype).removeprefix("torch.") for t in tensors})), bytes=size,
                          notes=(f"layer widths {sorted(widths)}",))
     return None

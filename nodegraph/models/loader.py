@@ -142,7 +142,7 @@ def _load_text_encoder(path: Path, family: Family, component: str, checkpoint: M
     else:
         converted = convert_ldm_clip_checkpoint(part, remove_prefix=prefix)
         keep = None
-    converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
+    converted = {k.removeprefix("text_model."): v for k, v in converted.items() if not k.endswith("position_ids")}
     if keep is not None:
         converted = {k: v for k, v in converted.items()
                      if not (k.startswith("encoder.layers.") and int(k.split(".")[2]) >= keep)}
@@ -157,7 +157,11 @@ def _load_text_encoder(path: Path, family: Family, component: str, checkpoint: M
     config = transformers.CLIPTextConfig(**{k: v for k, v in config_dict.items()
                                             if not k.startswith("_") and k != "architectures"})
     cls = transformers.CLIPTextModelWithProjection if with_projection else transformers.CLIPTextModel
-    return build_module(path, lambda: cls(config), converted, what, component.replace("_", " "), dtype)
+    with import_torch().device("meta"):
+        module = cls(config)
+    if any(name.startswith("text_model.") for name in module.state_dict()):  # the projection model keeps the prefix
+        converted = {(k if k.startswith("text_projection") else f"text_model.{k}"): v for k, v in converted.items()}
+    return build_module(path, lambda: module, converted, what, component.replace("_", " "), dtype)
 
 
 def build_module(path: Path, make: Any, state: Mapping[str, Any], what: str, component: str, dtype: Any) -> Any:
@@ -171,6 +175,10 @@ def build_module(path: Path, make: Any, state: Mapping[str, Any], what: str, com
         shown = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
         raise IncompleteModelError(path, f"not a complete {what}: {len(missing)} {component} tensors missing "
                                          f"({shown})")
+    unexpected = sorted(set(state) - set(expected))
+    if unexpected:  # the file holds tensors the derived structure has no place for: never drop weights silently
+        raise IncompleteModelError(path, f"not a valid {what}: {len(unexpected)} {component} tensors do not fit the "
+                                         f"model ({', '.join(unexpected[:3])})")
     wrong = [name for name in expected if tuple(expected[name].shape) != tuple(state[name].shape)]
     if wrong:
         raise IncompleteModelError(path, f"not a valid {what}: {len(wrong)} {component} tensors have unexpected "
