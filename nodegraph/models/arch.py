@@ -41,12 +41,15 @@ def unet_config_from_shapes(shapes: Shapes, family_config: Mapping[str, Any], pr
         level["depths"].append(depth)
     config["block_out_channels"] = [level["channels"] for level in levels]
     config["layers_per_block"] = levels[0]["res"]
-    has_attention = [any(level["depths"]) for level in levels]
-    config["down_block_types"] = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in has_attention]
-    config["up_block_types"] = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(has_attention)]
+    if len(levels) != len(family_config["block_out_channels"]):
+        # A non-standard model (pruned, distilled, tiny): where attention sits comes from the file. A standard one
+        # keeps its family's block types, so attention tensors missing from it are reported as missing, not
+        # silently turned into attention-free blocks.
+        has_attention = [any(level["depths"]) for level in levels]
+        config["down_block_types"] = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in has_attention]
+        config["up_block_types"] = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(has_attention)]
+    # Every supported family has attention in the middle block: its absence is a missing part, never a variant.
     mid_depth = len(_indices(shapes, re.escape(prefix) + r"middle_block\.1\.transformer_blocks\.(\d+)\."))
-    if mid_depth == 0:
-        config["mid_block_type"] = "UNetMidBlock2D"
     # Levels without attention ignore their depth, except that diffusers takes the mid block's depth from the last
     # entry (the SDXL refiner: no attention at the last level, 4 blocks in the middle).
     depths = [max(level["depths"]) if any(level["depths"]) else 1 for level in levels]

@@ -67,13 +67,20 @@ def _matrix(path: Path, tensor: Any) -> Any:
 
 
 def check_embedding(embedding: Embedding, family: Family, text_encoders: Mapping[str, Any]) -> None:
-    """Refuse an embedding whose widths do not match the model's text encoders, naming both."""
-    for component, vectors in embedding.vectors.items():
-        encoder = text_encoders.get(component)
-        width = encoder.get_input_embeddings().embedding_dim if encoder is not None else None
-        if width != vectors.shape[-1]:
-            raise IncompatibleModelError(embedding.path, f"is an embedding for {embedding.base.upper()} models and "
-                                                         f"does not fit {family.label}")
+    """Refuse an embedding whose widths do not match the model's text encoders, naming both.
+
+    Every text encoder of the model needs vectors of its width: an SD 1.x embedding (768 wide) must not register on
+    SDXL's first encoder alone, leaving the second one to read the token as plain text. Vectors for an encoder the
+    model lacks are not used (``clip_l`` on the SDXL refiner, which has only the second encoder).
+    """
+    for component, encoder in text_encoders.items():
+        vectors = embedding.vectors.get(component)
+        width = encoder.get_input_embeddings().embedding_dim
+        if vectors is None or vectors.shape[-1] != width:
+            have = ", ".join(f"{c} {v.shape[-1]} wide" for c, v in embedding.vectors.items())
+            raise IncompatibleModelError(embedding.path, f"is an embedding for {embedding.base.upper()} models "
+                                                         f"({have}) and does not fit {family.label} (its "
+                                                         f"{component.replace('_', ' ')} is {width} wide)")
 
 
 def _host() -> Any:
@@ -93,20 +100,42 @@ def _host() -> Any:
 @contextmanager
 def registered_embeddings(embeddings: Sequence[tuple[str, Embedding]], family: Family,
                           tokenizers: Mapping[str, Any], text_encoders: Mapping[str, Any]) -> Iterator[None]:
-    """Within the block, each ``(token, embedding)`` is known to the tokenizers and text encoders."""
+    """Within the block, each ``(token, embedding)`` is known to the tokenizers and text encoders.
+
+    Encode prompts through :func:`expand_prompt` first: a multi-vector embedding's token must become
+    ``token token_1 …`` as diffusers' pipelines do. On leaving, the tokens are removed from the tokenizers and each
+    text encoder gets its original input-embedding module (the same parameter, size and values) back.
+    """
     host = _host()
     done: list[tuple[list[str], Any, Any]] = []
+    originals: dict[int, tuple[Any, Any, Any]] = {}
     try:
         for token, embedding in embeddings:
             check_embedding(embedding, family, text_encoders)
-            for component, vectors in embedding.vectors.items():
+            for component, encoder in text_encoders.items():
+                vectors = embedding.vectors[component]
                 tokenizer = tokenizers[component.replace("text_encoder", "tokenizer")]
-                encoder = text_encoders[component]
+                originals.setdefault(id(encoder), (encoder, encoder.get_input_embeddings(),
+                                                   getattr(encoder.config, "vocab_size", None)))
                 vectors = vectors.to(encoder.dtype)
-                host.load_textual_inversion([vectors], token=[token], tokenizer=tokenizer, text_encoder=encoder)
                 added = [token] + [f"{token}_{i}" for i in range(1, vectors.shape[0])]
+                try:
+                    host.load_textual_inversion([vectors], token=[token], tokenizer=tokenizer, text_encoder=encoder)
+                except ValueError as error:  # the token is taken (a vocabulary word, or registered twice)
+                    raise IncompatibleModelError(embedding.path, f"cannot be registered as {token!r}: "
+                                                                 f"{str(error).splitlines()[0]}") from None
                 done.append((added, tokenizer, encoder))
         yield
     finally:
         for tokens, tokenizer, encoder in reversed(done):
             host.unload_textual_inversion(tokens, tokenizer=tokenizer, text_encoder=encoder)
+        for encoder, module, vocab_size in originals.values():
+            encoder.set_input_embeddings(module)
+            if vocab_size is not None:
+                encoder.config.vocab_size = vocab_size
+
+
+def expand_prompt(prompt: str, tokenizer: Any) -> str:
+    """`prompt` as `tokenizer` must read it: each registered multi-vector token followed by its extra tokens
+    (``token token_1 token_2 …``), exactly as diffusers' pipelines convert prompts before tokenizing them."""
+    return _host().maybe_convert_prompt(prompt, tokenizer)

@@ -97,9 +97,14 @@ def _wrapped(base: Any, mlps: Sequence[tuple[Any, float]]) -> Any:
             return base.in_features
 
         def forward(self, x: Any) -> Any:
+            # The MLPs stay float32 (the file's modules are shared: casting them in place to a float16 UNet's dtype
+            # would round their weights for every later use); the context is upcast for them, as AUTOMATIC1111
+            # does, and cast back for the projection.
+            dtype = x.dtype
+            x = x.float()
             for mlp, strength in zip(self.mlps, self.strengths, strict=True):
-                x = x + mlp.to(x.device, x.dtype)(x) * strength
-            return self.base(x)
+                x = x + mlp.to(device=x.device, dtype=torch.float32)(x) * strength
+            return self.base(x.to(dtype))
 
     return HypernetworkProjection()
 

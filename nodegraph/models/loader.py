@@ -51,11 +51,10 @@ def load_checkpoint(path: str | Path, *, prediction: str | None = None, dtype: A
     family = get_family(info.family)
     checkpoint = unwrap_state_dict(load_state_dict(path))
     shapes = {name: tuple(t.shape) for name, t in checkpoint.items() if hasattr(t, "shape")}
-    label = family.label
     unet = _load_unet(path, family, checkpoint, shapes, dtype)
     vae = None
     if any(name.startswith("first_stage_model.") for name in shapes):
-        vae = _load_vae(path, family, checkpoint, shapes, "first_stage_model.", dtype, label)
+        vae = _load_vae(path, family, checkpoint, shapes, "first_stage_model.", dtype, f"{family.label} checkpoint")
     encoders = {name: _load_text_encoder(path, family, name, checkpoint, shapes, dtype)
                 for name in family.text_encoders}
     tokenizers = {name.replace("text_encoder", "tokenizer"): load_tokenizer(family.name,
@@ -89,8 +88,7 @@ def _load_unet(path: Path, family: Family, checkpoint: Mapping[str, Any], shapes
     try:
         config = arch.unet_config_from_shapes(shapes, load_config(family.name, "unet"))
     except KeyError as error:
-        raise IncompleteModelError(path, f"not a complete {family.label} checkpoint: UNet tensor {error} "
-                                         "missing") from None
+        raise missing_tensors(path, f"{family.label} checkpoint", "UNet", [error.args[0]]) from None
     converted = convert_ldm_unet_checkpoint(dict(checkpoint), config)
     return build_module(path, lambda: diffusers.UNet2DConditionModel.from_config(config), converted,
                         f"{family.label} checkpoint", "UNet", dtype)
@@ -104,7 +102,7 @@ def _load_vae(path: Path, family: Family, state: Mapping[str, Any], shapes: Mapp
     try:
         config = arch.vae_config_from_shapes(shapes, load_config(family.name, "vae"), prefix)
     except KeyError as error:
-        raise IncompleteModelError(path, f"not a complete {what}: VAE tensor {error} missing") from None
+        raise missing_tensors(path, what, "VAE", [error.args[0]]) from None
     converted = convert_ldm_vae_checkpoint(dict(state), config)
     return build_module(path, lambda: diffusers.AutoencoderKL.from_config(config), converted, what, "VAE", dtype)
 
@@ -150,7 +148,7 @@ def _load_text_encoder(path: Path, family: Family, component: str, checkpoint: M
     try:
         config_dict = arch.clip_config_from_shapes(converted_shapes, load_config(family.name, component), "")
     except KeyError as error:
-        raise IncompleteModelError(path, f"not a complete {what}: {component} tensor {error} missing") from None
+        raise missing_tensors(path, what, component.replace("_", " "), [error.args[0]]) from None
     with_projection = "text_projection.weight" in converted_shapes
     if with_projection:
         config_dict["projection_dim"] = converted_shapes["text_projection.weight"][0]
@@ -164,6 +162,13 @@ def _load_text_encoder(path: Path, family: Family, component: str, checkpoint: M
     return build_module(path, lambda: module, converted, what, component.replace("_", " "), dtype)
 
 
+def missing_tensors(path: Path, what: str, component: str, names: list[str]) -> IncompleteModelError:
+    """The error for a file that lacks tensors: how many, of which component, and the first few names."""
+    shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+    plural = "tensor" if len(names) == 1 else "tensors"
+    return IncompleteModelError(path, f"not a complete {what}: {len(names)} {component} {plural} missing ({shown})")
+
+
 def build_module(path: Path, make: Any, state: Mapping[str, Any], what: str, component: str, dtype: Any) -> Any:
     """Build a module on the meta device and assign `state` into it; missing tensors are an error naming them."""
     torch = import_torch()
@@ -172,9 +177,7 @@ def build_module(path: Path, make: Any, state: Mapping[str, Any], what: str, com
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     if missing:
-        shown = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
-        raise IncompleteModelError(path, f"not a complete {what}: {len(missing)} {component} tensors missing "
-                                         f"({shown})")
+        raise missing_tensors(path, what, component, missing)
     unexpected = sorted(set(state) - set(expected))
     if unexpected:  # the file holds tensors the derived structure has no place for: never drop weights silently
         raise IncompleteModelError(path, f"not a valid {what}: {len(unexpected)} {component} tensors do not fit the "

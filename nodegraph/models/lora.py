@@ -68,19 +68,51 @@ def _ensure_loaded(path: Path, family: Family, unet: Any, text_encoders: Mapping
     except (ValueError, KeyError) as error:
         raise ModelError(path, f"cannot read this LoRA: {error}") from None
     matched = 0
-    unet_part = {k: v for k, v in state.items() if k.startswith("unet.")}
-    if unet_part:
-        mixin.load_lora_into_unet(unet_part, alphas, unet, adapter_name=name)
-        matched += _count_layers(unet, name)
-    for component, encoder in text_encoders.items():
-        part = {k: v for k, v in state.items() if k.startswith(f"{component}.")}
-        if part:
-            mixin.load_lora_into_text_encoder(part, alphas, encoder, prefix=component, adapter_name=name)
-            matched += _count_layers(encoder, name)
+    try:
+        unet_part = {k: v for k, v in state.items() if k.startswith("unet.")}
+        if unet_part:
+            mixin.load_lora_into_unet(unet_part, alphas, unet, adapter_name=name)
+            matched += _count_layers(unet, name)
+        for component, encoder in text_encoders.items():
+            part = {k: v for k, v in state.items() if k.startswith(f"{component}.")}
+            if part:
+                mixin.load_lora_into_text_encoder(part, alphas, encoder, prefix=component, adapter_name=name)
+                matched += _count_layers(encoder, name)
+    except (ValueError, KeyError, RuntimeError) as error:
+        # peft's NoMatchingPeftModuleError and transformers' "could not infer state dict type" are ValueErrors. A
+        # half-loaded adapter must not stay behind: the next use would find it and silently apply part of the file.
+        _remove_adapter(name, unet, text_encoders)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise IncompatibleModelError(path, f"its layers do not fit this {family.label} model ({first}): is it a LoRA "
+                                           "for another model type?") from None
+    except BaseException:
+        _remove_adapter(name, unet, text_encoders)
+        raise
     if matched == 0:
+        _remove_adapter(name, unet, text_encoders)
         raise IncompatibleModelError(path, f"none of its {len(raw)} tensors matches a layer of this {family.label} "
                                            "model: is it a LoRA for another model type?")
     return name
+
+
+def _remove_adapter(name: str, unet: Any, text_encoders: Mapping[str, Any]) -> None:
+    """Take adapter `name` out of every component that has it (all of it, even if it was loaded only partly)."""
+    from diffusers.utils.peft_utils import delete_adapter_layers, recurse_remove_peft_layers
+
+    for module in (unet, *text_encoders.values()):
+        config = getattr(module, "peft_config", None)
+        if config is None:
+            continue
+        if name in config:
+            delete_adapter_layers(module, name)
+            if getattr(module, "peft_config", None) is not None:  # transformers models lose it in the line above
+                module.peft_config.pop(name, None)
+        if not getattr(module, "peft_config", None):  # no adapter left: give back the plain modules
+            recurse_remove_peft_layers(module)
+            if hasattr(module, "peft_config"):
+                del module.peft_config
+            if hasattr(module, "_hf_peft_config_loaded"):
+                module._hf_peft_config_loaded = False
 
 
 def _count_layers(module: Any, name: str) -> int:
@@ -100,12 +132,19 @@ def applied_loras(loras: Sequence[LoraSpec], family: Family, unet: Any,
         _disable_all(unet, text_encoders)
         yield
         return
-    names = [_ensure_loaded(spec.path, family, unet, text_encoders) for spec in loras]
+    # The same file twice in a stack is one adapter: a LoRA's delta is linear in its strength, so the strengths add.
+    strengths: dict[str, list[float]] = {}
+    for spec in loras:
+        name = _ensure_loaded(spec.path, family, unet, text_encoders)
+        total = strengths.setdefault(name, [0.0, 0.0])
+        total[0] += spec.unet_strength
+        total[1] += spec.text_strength
+    names = list(strengths)
     try:
-        _activate(unet, names, [spec.unet_strength for spec in loras], set_weights_and_activate_adapters,
+        _activate(unet, names, [strengths[n][0] for n in names], set_weights_and_activate_adapters,
                   set_adapter_layers)
         for encoder in text_encoders.values():
-            _activate(encoder, names, [spec.text_strength for spec in loras], set_weights_and_activate_adapters,
+            _activate(encoder, names, [strengths[n][1] for n in names], set_weights_and_activate_adapters,
                       set_adapter_layers)
         yield
     finally:
