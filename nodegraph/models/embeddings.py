@@ -73,11 +73,14 @@ def check_embedding(embedding: Embedding, family: Family, text_encoders: Mapping
     SDXL's first encoder alone, leaving the second one to read the token as plain text. Vectors for an encoder the
     model lacks are not used (``clip_l`` on the SDXL refiner, which has only the second encoder).
     """
+    have = ", ".join(f"{c.replace('_', ' ')} {v.shape[-1]} wide" for c, v in embedding.vectors.items())
+    if embedding.base not in ("unknown", family.base):
+        raise IncompatibleModelError(embedding.path, f"is an embedding for {embedding.base.upper()} models ({have}) "
+                                                     f"and does not fit {family.label}")
     for component, encoder in text_encoders.items():
         vectors = embedding.vectors.get(component)
         width = encoder.get_input_embeddings().embedding_dim
         if vectors is None or vectors.shape[-1] != width:
-            have = ", ".join(f"{c} {v.shape[-1]} wide" for c, v in embedding.vectors.items())
             raise IncompatibleModelError(embedding.path, f"is an embedding for {embedding.base.upper()} models "
                                                          f"({have}) and does not fit {family.label} (its "
                                                          f"{component.replace('_', ' ')} is {width} wide)")
@@ -108,17 +111,23 @@ def registered_embeddings(embeddings: Sequence[tuple[str, Embedding]], family: F
     """
     host = _host()
     done: list[tuple[list[str], Any, Any]] = []
-    originals: dict[int, tuple[Any, Any, Any]] = {}
+    originals: dict[int, tuple[Any, ...]] = {}
     try:
         for token, embedding in embeddings:
             check_embedding(embedding, family, text_encoders)
             for component, encoder in text_encoders.items():
                 vectors = embedding.vectors[component]
                 tokenizer = tokenizers[component.replace("text_encoder", "tokenizer")]
-                originals.setdefault(id(encoder), (encoder, encoder.get_input_embeddings(),
-                                                   getattr(encoder.config, "vocab_size", None)))
+                if id(encoder) not in originals:
+                    module = encoder.get_input_embeddings()
+                    originals[id(encoder)] = (encoder, module, module.weight, module.weight.data,
+                                              module.num_embeddings, getattr(encoder.config, "vocab_size", None))
                 vectors = vectors.to(encoder.dtype)
                 added = [token] + [f"{token}_{i}" for i in range(1, vectors.shape[0])]
+                # diffusers grows the matrix with transformers' default mean_resizing, which samples the new rows from
+                # the covariance of the whole vocabulary (seconds for SDXL's 1280-wide encoder) and then overwrites
+                # them; growing it first to the same size makes that call a no-op.
+                encoder.resize_token_embeddings(len(tokenizer) + len(added), mean_resizing=False)
                 try:
                     host.load_textual_inversion([vectors], token=[token], tokenizer=tokenizer, text_encoder=encoder)
                 except ValueError as error:  # the token is taken (a vocabulary word, or registered twice)
@@ -129,7 +138,13 @@ def registered_embeddings(embeddings: Sequence[tuple[str, Embedding]], family: F
     finally:
         for tokens, tokenizer, encoder in reversed(done):
             host.unload_textual_inversion(tokens, tokenizer=tokenizer, text_encoder=encoder)
-        for encoder, module, vocab_size in originals.values():
+        # transformers resizes the embedding module in place (new ``weight.data``) and diffusers' unloading puts a new
+        # module with copied rows in: give back the original module, parameter and tensor.
+        for encoder, module, weight, data, count, vocab_size in originals.values():
+            if module.weight is not weight:
+                module.weight = weight
+            weight.data = data
+            module.num_embeddings = count
             encoder.set_input_embeddings(module)
             if vocab_size is not None:
                 encoder.config.vocab_size = vocab_size
