@@ -8,6 +8,7 @@ them out.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,52 @@ def load_checkpoint(path: str | Path, *, prediction: str | None = None, dtype: A
                                                                             name.replace("text_encoder", "tokenizer"))
                   for name in family.text_encoders}
     return LoadedCheckpoint(info, family, unet, vae, encoders, tokenizers, load_config(family.name, "scheduler"))
+
+
+def load_diffusers_folder(path: str | Path, *, dtype: Any = None) -> LoadedCheckpoint:
+    """Load a diffusers pipeline folder (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder*/`` …) from disk
+    only. Missing weights are an error, as for single files (transformers would fill them with random values)."""
+    path = Path(path)
+    info = identify(path)
+    if info.family not in _families():
+        raise ModelError(path, f"unrecognised diffusers pipeline ({info.family})")
+    family = get_family(info.family)
+    diffusers, transformers = import_diffusers(), import_transformers()
+    what = f"{family.label} pipeline folder"
+
+    def component(name: str, cls: Any) -> Any:
+        folder = path / name
+        if not folder.is_dir():
+            raise IncompleteModelError(path, f"not a complete {what}: its {name} folder is missing")
+        try:
+            module, loading = cls.from_pretrained(folder, local_files_only=True, torch_dtype=dtype,
+                                                  output_loading_info=True)
+        except (OSError, ValueError) as error:
+            raise IncompleteModelError(path, f"not a complete {what}: {name}: {str(error).splitlines()[0]}") from None
+        missing = sorted(loading.get("missing_keys", ()))
+        if missing:
+            raise missing_tensors(path, what, name.replace("_", " "), missing)
+        return module.eval().requires_grad_(False)
+
+    unet = component("unet", diffusers.UNet2DConditionModel)
+    vae = component("vae", diffusers.AutoencoderKL) if (path / "vae").is_dir() else None
+    encoders, tokenizers = {}, {}
+    for name in family.text_encoders:
+        config = json.loads((path / name / "config.json").read_text(encoding="utf-8")) \
+            if (path / name / "config.json").is_file() else {}
+        with_projection = "CLIPTextModelWithProjection" in config.get("architectures", [])
+        encoders[name] = component(name, transformers.CLIPTextModelWithProjection if with_projection
+                                   else transformers.CLIPTextModel)
+        tokenizer_name = name.replace("text_encoder", "tokenizer")
+        own = path / tokenizer_name
+        if (own / "vocab.json").is_file():
+            tokenizers[tokenizer_name] = transformers.CLIPTokenizer.from_pretrained(own, local_files_only=True)
+        else:  # many shared folders leave the tokenizer out: the bundled one is the same vocabulary
+            tokenizers[tokenizer_name] = load_tokenizer(family.name, tokenizer_name)
+    scheduler_file = path / "scheduler" / "scheduler_config.json"
+    scheduler = (json.loads(scheduler_file.read_text(encoding="utf-8")) if scheduler_file.is_file()
+                 else load_config(family.name, "scheduler"))
+    return LoadedCheckpoint(info, family, unet, vae, encoders, tokenizers, scheduler)
 
 
 def load_vae_file(path: str | Path, family: str = "sd1", dtype: Any = None) -> Any:

@@ -97,3 +97,42 @@ def test_wrong_kind_is_refused(model_files):
         load_checkpoint(model_files["lora-sd1-kohya"])
     with pytest.raises(ModelError, match="not a VAE file"):
         load_vae_file(model_files["lora-sd1-kohya"])
+
+
+def write_diffusers_folder(folder, family="sd1", seed=0):
+    """A diffusers pipeline folder of the tiny model, saved with the libraries' own save_pretrained."""
+    from nodegraph.models.synthetic import write_diffusers_config
+
+    write_diffusers_config(folder, family)
+    for name, module in build_components(family, seed).items():
+        module.save_pretrained(folder / name)
+    return folder
+
+
+def test_diffusers_folder_loads_exactly(tmp_path):
+    from nodegraph.models.identify import identify
+    from nodegraph.models.loader import load_diffusers_folder
+
+    folder = write_diffusers_folder(tmp_path / "tiny-sd1-diffusers")
+    info = identify(folder)
+    assert (info.kind, info.family) == ("diffusers", "sd1")
+    checkpoint = load_diffusers_folder(folder)
+    source = build_components("sd1", 0)
+    assert_same_weights(checkpoint.unet, source["unet"], torch.float32)
+    assert_same_weights(checkpoint.vae, source["vae"], torch.float32)
+    assert_same_weights(checkpoint.text_encoders["text_encoder"], source["text_encoder"], torch.float32)
+    assert checkpoint.tokenizers["tokenizer"]("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_diffusers_folder_with_missing_weights_is_refused(tmp_path):
+    from safetensors.torch import load_file
+
+    from nodegraph.models.loader import load_diffusers_folder
+
+    folder = write_diffusers_folder(tmp_path / "broken")
+    weights = folder / "text_encoder" / "model.safetensors"
+    tensors = load_file(weights)
+    dropped = [k for k in tensors if "layers.0.mlp" in k]
+    save_file({k: v for k, v in tensors.items() if k not in dropped}, weights, metadata={"format": "pt"})
+    with pytest.raises(IncompleteModelError, match=rf"{len(dropped)} text encoder tensors missing"):
+        load_diffusers_folder(folder)

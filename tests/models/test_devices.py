@@ -1,0 +1,55 @@
+"""Device selection and the dtype policy, including the VAE upcast that prevents black images."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from nodegraph.models.devices import compute_dtype, decode_latents, pick_device
+from nodegraph.models.synthetic import build_vae
+
+
+def test_device_selection():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and torch.backends.mps.is_available():
+        expected = "mps"
+    assert pick_device("auto").type == expected
+    assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        pick_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available"):
+            pick_device("cuda:0")
+
+
+def test_dtype_policy(monkeypatch):
+    assert compute_dtype(torch.device("cpu")) == torch.float32
+    assert compute_dtype(torch.device("cuda")) == torch.float16
+    monkeypatch.setenv("NODEGRAPH_DTYPE", "bf16")
+    assert compute_dtype(torch.device("cuda")) == torch.bfloat16
+
+
+def test_vae_decode_upcasts_when_half_precision_overflows():
+    vae = build_vae("sd1", seed=1)
+    with torch.no_grad():
+        vae.decoder.conv_out.weight.mul_(2e5)  # outputs far beyond float16's range (65504), fine in float32
+    half = vae.to(torch.float16)
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert not torch.isfinite(half.decode(latents.half()).sample).all()  # what would become a black image
+        reference = copy.deepcopy(half).float().decode(latents).sample
+    assert torch.isfinite(reference).all() and reference.abs().max() > 65504
+    image = decode_latents(half, latents)
+    assert image.dtype == torch.float32 and torch.isfinite(image).all()
+    assert torch.allclose(image, reference, rtol=1e-5, atol=1e-3)
+    assert half.dtype == torch.float16  # put back as it was
+
+
+def test_vae_decode_keeps_a_good_half_precision_result():
+    vae = build_vae("sd1", seed=1).to(torch.float16)
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = vae.decode(latents.half()).sample.float()
+    assert torch.equal(decode_latents(vae, latents), expected)
