@@ -1,4 +1,4 @@
-"""The `nodegraph` command: gui (default), run, validate, nodes, models, inspect.
+"""The `nodegraph` command: gui (default), run, validate, nodes, models, inspect, demo.
 
 Exit codes: 0 success; 2 invalid workflow or usage; 3 a node failed while running; 130 cancelled (Ctrl+C).
 User mistakes print one clear line (or a short list) and no traceback; ``--debug`` shows tracebacks.
@@ -15,7 +15,7 @@ from nodegraph import __version__
 from nodegraph.cli import codes
 from nodegraph.core.errors import NodegraphError
 
-COMMANDS = ("gui", "run", "validate", "nodes", "models", "inspect")
+COMMANDS = ("gui", "run", "validate", "nodes", "models", "inspect", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("file", help="a .safetensors/.ckpt/.pt/.bin file or a diffusers folder")
     inspect.add_argument("--prediction", choices=["epsilon", "v"], help="override the SD 2.x v-prediction rule")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    demo = sub.add_parser("demo", parents=[common], help="run the txt2img starter on a tiny random-weight "
+                                                          "checkpoint (written once): proves the pipeline works")
+    demo.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
+                      help="override an input value; repeatable")
+    demo.add_argument("--output-dir", metavar="DIR", help="where the image goes (default: the data folder's output/)")
+    demo.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")
+    demo.add_argument("--json", action="store_true", help="print one JSON object describing the run on stdout")
+    demo.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     return parser
 
 
@@ -89,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from nodegraph.cli.run_command import run_command
 
             return run_command(args)
+        if args.command == "demo":
+            from nodegraph.cli.demo_command import demo_command
+
+            return demo_command(args)
         if args.command in ("models", "inspect"):
             from nodegraph.cli.model_commands import inspect_command, models_command
 

@@ -28,11 +28,15 @@ def load_registry(args: argparse.Namespace) -> NodeRegistry:
     return registry
 
 
-def model_file_check(models_dirs: list[str]):
-    """The validator's check that file-naming inputs name existing models (data folder plus `--models-dir`)."""
+def check_workflow(workflow, registry, models_dirs: list[str]) -> list:
+    """Every problem of a workflow: validation (with model files looked up in the data folder and `--models-dir`)
+    and the pre-flight family checks of add-ons against their checkpoint."""
     from nodegraph.models.discovery import ModelFolders, file_check
+    from nodegraph.models.preflight import family_problems
 
-    return file_check(ModelFolders([Path(d) for d in models_dirs]))
+    folders = ModelFolders([Path(d) for d in models_dirs])
+    problems = validate(workflow, registry, file_check=file_check(folders))
+    return problems + family_problems(workflow, registry, folders)
 
 
 def gui_command(args: argparse.Namespace) -> int:
@@ -51,7 +55,7 @@ def validate_command(args: argparse.Namespace) -> int:
     except WorkflowError as error:
         print(error)
         return codes.INVALID
-    problems = validate(workflow, registry, file_check=model_file_check(args.models_dir))
+    problems = check_workflow(workflow, registry, args.models_dir)
     for problem in problems:
         print(f"{args.workflow}: {problem}")
     if problems:
@@ -64,12 +68,14 @@ def validate_command(args: argparse.Namespace) -> int:
 def describe_input(spec: InputSpec) -> dict[str, Any]:
     """An input's declaration as JSON-ready data (keys with no value left out)."""
     data: dict[str, Any] = {"name": spec.name, "type": spec.type, "optional": spec.optional}
-    for key in ("default", "min", "max", "step", "tooltip", "file_kind"):
+    for key in ("default", "min", "max", "step", "multiple_of", "tooltip", "file_kind"):
         value = getattr(spec, key)
         if value not in (None, ""):
             data[key] = value
     if spec.choices:
         data["choices"] = list(spec.choices)
+    if spec.labels:
+        data["labels"] = dict(spec.labels)
     if spec.multiline:
         data["multiline"] = True
     return data

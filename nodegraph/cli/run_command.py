@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.cli import codes
-from nodegraph.cli.commands import load_registry, model_file_check
+from nodegraph.cli.commands import check_workflow, load_registry
 from nodegraph.cli.overrides import UsageError, apply_overrides, override_sets
 from nodegraph.cli.progress import ProgressPrinter
 from nodegraph.core.migrations import upgrade_node_versions
-from nodegraph.core.validate import validate
 from nodegraph.core.workflow_io import load
 from nodegraph.engine.cancel import CancelToken
 from nodegraph.engine.context import RunSettings
@@ -35,20 +34,24 @@ def run_command(args: argparse.Namespace) -> int:
     upgrade_node_versions(workflow, registry)
     runs = override_sets(workflow, registry, args.set, args.sweep)
     workflows = [apply_overrides(workflow, overrides) for overrides in runs]
-    check = model_file_check(args.models_dir)
     for index, candidate in enumerate(workflows):
-        problems = validate(candidate, registry, file_check=check)
+        problems = check_workflow(candidate, registry, args.models_dir)
         if problems:
             label = f" (run {index + 1}: {_describe(runs[index])})" if len(runs) > 1 else ""
             for problem in problems:
                 print(f"{args.workflow}{label}: {problem}", file=sys.stderr)
             return codes.INVALID
+    from nodegraph.models.discovery import ModelFolders
+    from nodegraph.models.manager import ModelManager
+
+    models_dirs = tuple(Path(d) for d in args.models_dir)
     settings = RunSettings(
         output_dir=Path(args.output_dir) if args.output_dir else default_output_dir(),
-        models_dirs=tuple(Path(d) for d in args.models_dir),
+        models_dirs=models_dirs,
         device=args.device,
+        services={"models": ModelManager(ModelFolders(list(models_dirs)), device=args.device)},
     )
-    executor = Executor(registry, sink=null_sink if args.quiet else ProgressPrinter(sys.stderr), file_check=check)
+    executor = Executor(registry, sink=null_sink if args.quiet else ProgressPrinter(sys.stderr))
     cancel = CancelToken()
     reports: list[dict[str, Any]] = []
     with _cancel_on_interrupt(cancel):

@@ -245,7 +245,17 @@ def _signature_problems(node_def: NodeDef) -> list[str]:
         else:
             literal_names = [spec.name for spec in node_def.literal_inputs]
             fingerprint_params = list(inspect.signature(node_def.fingerprint).parameters.values())
-            problems += _binding_problems("fingerprint", fingerprint_params, literal_names)
+            if not fingerprint_params or fingerprint_params[0].kind not in (inspect.Parameter.POSITIONAL_ONLY,
+                                                                            inspect.Parameter.POSITIONAL_OR_KEYWORD):
+                problems.append("fingerprint must take the run settings as its first parameter")
+            else:
+                problems += _binding_problems("fingerprint", fingerprint_params[1:], literal_names)
+    if node_def.check is not None:
+        if not callable(node_def.check):
+            problems.append("check is not callable")
+        else:
+            check_params = list(inspect.signature(node_def.check).parameters.values())
+            problems += _binding_problems("check", check_params, [spec.name for spec in node_def.literal_inputs])
     return problems
 
 

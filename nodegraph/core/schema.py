@@ -31,6 +31,8 @@ class InputSpec:
         multiline: a STRING input edited in a multi-line box (prompts).
         optional: when True the input may stay unconnected/empty and `run` receives None for it.
         file_kind: for a STRING/CHOICE that names a model file, the model folder kind it lists (e.g. "checkpoints").
+        multiple_of: an INT must be a multiple of this (image sizes: 8).
+        labels: display labels of CHOICE values (e.g. "dpmpp_2m" -> "DPM++ 2M"); the values stay what files store.
     """
 
     name: str
@@ -44,6 +46,8 @@ class InputSpec:
     multiline: bool = False
     optional: bool = False
     file_kind: str | None = None
+    multiple_of: int | None = None
+    labels: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_literal(self) -> bool:
@@ -65,6 +69,8 @@ class InputSpec:
                 return f"{value!r} is below the minimum {_num(self.min)}"
             if self.max is not None and value > self.max:
                 return f"{value!r} is above the maximum {_num(self.max)}"
+            if self.multiple_of and value % self.multiple_of:
+                return f"{value!r} is not a multiple of {self.multiple_of}"
         if self.type == PortType.CHOICE and value not in self.choices:
             shown = ", ".join(self.choices[:12]) + (", …" if len(self.choices) > 12 else "")
             return f"{value!r} is not one of: {shown}"
@@ -94,6 +100,10 @@ class InputSpec:
                 problems.append(f"input {self.name!r}: choices must be distinct strings")
         elif self.choices:
             problems.append(f"input {self.name!r}: choices only apply to CHOICE inputs")
+        if self.multiple_of is not None and (self.type != PortType.INT or self.multiple_of < 1):
+            problems.append(f"input {self.name!r}: multiple_of only applies to INT inputs, and must be >= 1")
+        if self.labels and (self.type != PortType.CHOICE or {v for v, _ in self.labels} - set(self.choices)):
+            problems.append(f"input {self.name!r}: labels must name choices of a CHOICE input")
         if self.multiline and self.type != PortType.STRING:
             problems.append(f"input {self.name!r}: multiline only applies to STRING inputs")
         if self.default is not None:
@@ -130,9 +140,11 @@ class Input:
 
     @staticmethod
     def int(name: str, default: int | None = 0, *, min: int | None = None, max: int | None = None,
-            step: int | None = 1, tooltip: str = "", optional: bool = False) -> InputSpec:
-        """An integer widget with optional limits."""
-        return InputSpec(name, PortType.INT, default, min, max, step, tooltip=tooltip, optional=optional)
+            step: int | None = 1, tooltip: str = "", optional: bool = False,
+            multiple_of: int | None = None) -> InputSpec:
+        """An integer widget with optional limits (and a required multiple, for image sizes)."""
+        return InputSpec(name, PortType.INT, default, min, max, step, tooltip=tooltip, optional=optional,
+                         multiple_of=multiple_of)
 
     @staticmethod
     def float(name: str, default: float | None = 0.0, *, min: float | None = None, max: float | None = None,
@@ -154,12 +166,14 @@ class Input:
 
     @staticmethod
     def choice(name: str, choices: Sequence[str], default: str | None = None, *, tooltip: str = "",
-               optional: bool = False) -> InputSpec:
-        """A drop-down of fixed strings; the default is the first choice unless given."""
+               optional: bool = False, labels: Mapping[str, str] | None = None) -> InputSpec:
+        """A drop-down of fixed strings; the default is the first choice unless given; `labels` are shown instead
+        of the stored values."""
         choices = tuple(choices)
         if default is None and choices:
             default = choices[0]
-        return InputSpec(name, PortType.CHOICE, default, choices=choices, tooltip=tooltip, optional=optional)
+        return InputSpec(name, PortType.CHOICE, default, choices=choices, tooltip=tooltip, optional=optional,
+                         labels=tuple((labels or {}).items()))
 
 
 Output = OutputSpec
@@ -178,11 +192,14 @@ class NodeDef:
         display_name, category, description: what users see in the palette and in `nodegraph nodes`.
         inputs, outputs: the ports, by name.
         run: ``run(ctx, **inputs) -> {output name: value}``; must not keep state between calls.
-        fingerprint: ``fingerprint(**literal_inputs) -> str | None``: extra identity for caching, e.g. a file's
-            size and mtime, so an edited file is not served from the cache.
+        fingerprint: ``fingerprint(settings, **literal_inputs) -> str | None``: extra identity for caching, e.g. a
+            file's size and mtime, so an edited file is not served from the cache; `settings` is the run's
+            :class:`~nodegraph.engine.context.RunSettings` (its services resolve model names to files).
         not_idempotent: never reuse a cached result (e.g. a random-seed node).
         output_node: the node produces something for the user (a saved image); runs start from output nodes.
         upgrades: ``{old_version: upgrader}`` applied in order to inputs saved by an older version.
+        check: ``check(**literal_inputs) -> {input name: message}``: problems between literals that no single
+            input's limits express (e.g. a sampler that does not support a schedule); run by validation.
     """
 
     type: str
@@ -197,6 +214,7 @@ class NodeDef:
     not_idempotent: bool = False
     output_node: bool = False
     upgrades: Mapping[int, Upgrader] = field(default_factory=dict)
+    check: Callable[..., Mapping[str, str]] | None = None
 
     def input(self, name: str) -> InputSpec | None:
         """The input called `name`, or None."""
@@ -233,6 +251,7 @@ def node(
     not_idempotent: bool = False,
     output_node: bool = False,
     upgrades: Mapping[int, Upgrader] | None = None,
+    check: Callable[..., Mapping[str, str]] | None = None,
 ) -> Callable[[Callable[..., Any]], NodeDef]:
     """Declare a node: decorate its `run(ctx, **inputs)` function; the result is a :class:`NodeDef` value.
 
@@ -254,6 +273,7 @@ def node(
             not_idempotent=not_idempotent,
             output_node=output_node,
             upgrades=dict(upgrades or {}),
+            check=check,
         )
 
     return wrap

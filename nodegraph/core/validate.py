@@ -24,8 +24,8 @@ class Problem:
     """One thing wrong with a workflow.
 
     `code` is one of: unknown_type, newer_version, unknown_input, missing_input, missing_node, missing_port,
-    type_mismatch, multiple_links, unresolved_link, cycle, wrong_type, out_of_range, invalid_choice, missing_file,
-    no_output.
+    type_mismatch, multiple_links, unresolved_link, cycle, wrong_type, out_of_range, invalid_choice, invalid_value,
+    missing_file, no_output.
     """
 
     code: str
@@ -60,7 +60,10 @@ def validate(workflow: Workflow, registry: NodeRegistry, *, file_check: FileChec
             problems.append(Problem(
                 "newer_version", f"saved by version {node.type_version} of {node.type}; this build has version "
                 f"{node_def.version}: update nodegraph or its node pack", node.id))
-        problems += _literal_problems(workflow, node.id, node_def, file_check)
+        literal_problems = _literal_problems(workflow, node.id, node_def, file_check)
+        problems += literal_problems
+        if node_def.check is not None and not literal_problems:
+            problems += _check_hook_problems(workflow, node.id, node_def)
     problems += _link_problems(workflow, registry)
     problems += _cycle_problems(workflow)
     problems += _missing_input_problems(workflow, registry)
@@ -93,6 +96,16 @@ def _literal_problems(workflow: Workflow, node_id: str, node_def: NodeDef,
         elif file_check is not None and spec.file_kind and value and (why := file_check(spec, value)):
             problems.append(Problem("missing_file", why, node_id, name))
     return problems
+
+
+def _check_hook_problems(workflow: Workflow, node_id: str, node_def: NodeDef) -> list[Problem]:
+    node = workflow.nodes[node_id]
+    literals = {spec.name: node.inputs.get(spec.name, spec.default) for spec in node_def.literal_inputs}
+    try:
+        found = node_def.check(**literals) or {}
+    except Exception as error:  # pack code: a failing check is reported, never raised
+        return [Problem("invalid_value", f"{node.type} could not check its inputs: {error}", node_id)]
+    return [Problem("invalid_value", message, node_id, port) for port, message in found.items()]
 
 
 def _link_problems(workflow: Workflow, registry: NodeRegistry) -> list[Problem]:

@@ -137,7 +137,7 @@ class RunState:
             arguments.update({name: self.values[src[0]][src[1]] if src else None
                               for name, src in linked_literals.items()})
             try:
-                fingerprint = step.node_def.fingerprint(**arguments)
+                fingerprint = step.node_def.fingerprint(self.settings, **arguments)
             except Exception as error:
                 self._fail(step, error)
         if step.node_def.not_idempotent or step.sources & self.volatile:

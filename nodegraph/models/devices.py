@@ -44,8 +44,11 @@ def decode_latents(vae: Any, latents: Any) -> Any:
     images elsewhere), decode again in float32. Returns float32 images in [-1, 1] layout as the VAE produces."""
     torch = import_torch()
     with torch.inference_mode():
-        image = vae.decode(latents.to(vae.dtype)).sample
-        if vae.dtype != torch.float32 and not torch.isfinite(image).all():
+        if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+            image = None  # the SDXL VAE is known to overflow in fp16: go straight to float32, as diffusers does
+        else:
+            image = vae.decode(latents.to(vae.dtype)).sample
+        if vae.dtype != torch.float32 and (image is None or not torch.isfinite(image).all()):
             original = vae.dtype
             vae.to(torch.float32)
             try:

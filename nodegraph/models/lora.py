@@ -97,7 +97,7 @@ def _ensure_loaded(path: Path, family: Family, unet: Any, text_encoders: Mapping
 
 def _remove_adapter(name: str, unet: Any, text_encoders: Mapping[str, Any]) -> None:
     """Take adapter `name` out of every component that has it (all of it, even if it was loaded only partly)."""
-    from diffusers.utils.peft_utils import delete_adapter_layers, recurse_remove_peft_layers
+    from diffusers.utils.peft_utils import delete_adapter_layers
 
     for module in (unet, *text_encoders.values()):
         config = getattr(module, "peft_config", None)
@@ -108,11 +108,18 @@ def _remove_adapter(name: str, unet: Any, text_encoders: Mapping[str, Any]) -> N
             if getattr(module, "peft_config", None) is not None:  # transformers models lose it in the line above
                 module.peft_config.pop(name, None)
         if not getattr(module, "peft_config", None):  # no adapter left: give back the plain modules
-            recurse_remove_peft_layers(module)
-            if hasattr(module, "peft_config"):
-                del module.peft_config
-            if hasattr(module, "_hf_peft_config_loaded"):
-                module._hf_peft_config_loaded = False
+            _strip_peft(module)
+
+
+def _strip_peft(module: Any) -> None:
+    """Remove peft's wrappers and bookkeeping from a module, leaving its original layers."""
+    from diffusers.utils.peft_utils import recurse_remove_peft_layers
+
+    recurse_remove_peft_layers(module)
+    if hasattr(module, "peft_config"):
+        del module.peft_config
+    if hasattr(module, "_hf_peft_config_loaded"):
+        module._hf_peft_config_loaded = False
 
 
 def _count_layers(module: Any, name: str) -> int:
@@ -126,8 +133,6 @@ def applied_loras(loras: Sequence[LoraSpec], family: Family, unet: Any,
                   text_encoders: Mapping[str, Any]) -> Iterator[None]:
     """Within the block, the UNet and text encoders act with `loras` applied at their strengths; afterwards all
     adapters are disabled, which restores the base outputs exactly. An empty stack applies nothing."""
-    from diffusers.utils.peft_utils import set_adapter_layers, set_weights_and_activate_adapters
-
     if not loras:
         _disable_all(unet, text_encoders)
         yield
@@ -141,17 +146,19 @@ def applied_loras(loras: Sequence[LoraSpec], family: Family, unet: Any,
         total[1] += spec.text_strength
     names = list(strengths)
     try:
-        _activate(unet, names, [strengths[n][0] for n in names], set_weights_and_activate_adapters,
-                  set_adapter_layers)
+        _activate(unet, names, [strengths[n][0] for n in names])
         for encoder in text_encoders.values():
-            _activate(encoder, names, [strengths[n][1] for n in names], set_weights_and_activate_adapters,
-                      set_adapter_layers)
+            _activate(encoder, names, [strengths[n][1] for n in names])
         yield
     finally:
         _disable_all(unet, text_encoders)
 
 
-def _activate(module: Any, names: list[str], weights: list[float], set_weights: Any, set_layers: Any) -> None:
+def _activate(module: Any, names: list[str], weights: list[float]) -> None:
+    """Enable exactly the adapters `names` present in `module`, at `weights`."""
+    from diffusers.utils.peft_utils import set_adapter_layers as set_layers
+    from diffusers.utils.peft_utils import set_weights_and_activate_adapters as set_weights
+
     present = getattr(module, "peft_config", {})
     active = [(n, w) for n, w in zip(names, weights, strict=True) if n in present]
     if not active:
@@ -172,11 +179,6 @@ def _disable_all(unet: Any, text_encoders: Mapping[str, Any]) -> None:
 
 def unload_loras(unet: Any, text_encoders: Mapping[str, Any]) -> None:
     """Remove every adapter and the peft wrappers, giving back the original module structure and weights."""
-    from diffusers.utils.peft_utils import recurse_remove_peft_layers
-
     for module in (unet, *text_encoders.values()):
         if getattr(module, "peft_config", None):
-            recurse_remove_peft_layers(module)
-            del module.peft_config
-            if hasattr(module, "_hf_peft_config_loaded"):
-                module._hf_peft_config_loaded = False
+            _strip_peft(module)

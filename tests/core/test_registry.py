@@ -230,14 +230,14 @@ def test_fingerprint_signature_is_checked():
     def run(ctx, x, model):
         return {}
 
-    def fingerprint(x, model):
+    def fingerprint(_settings, x, model):
         return None
 
     message = register_error(NodeRegistry(), make(
         "Fp", run=run, inputs=(Input.int("x", 0), Input.link("model", PortType.MODEL)), fingerprint=fingerprint))
     assert "fingerprint() parameter 'model' matches no input" in message
 
-    def good_fingerprint(x):
+    def good_fingerprint(_settings, x):
         return str(x)
 
     reg = NodeRegistry()

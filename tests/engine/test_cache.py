@@ -184,7 +184,7 @@ def test_small_cache_evicts_older_results(registry, events):
 # --- fingerprints ------------------------------------------------------------------------------------------------
 
 
-def file_fingerprint(path):
+def file_fingerprint(_settings, path):
     stat = os.stat(path)
     return f"{stat.st_size}:{stat.st_mtime_ns}"
 

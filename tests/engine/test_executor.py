@@ -522,7 +522,7 @@ def test_node_without_outputs_may_return_none(registry, events, tmp_path):
 
 
 def test_fingerprint_error_fails_the_run(registry, events):
-    def fingerprint(path):
+    def fingerprint(_settings, path):
         raise NodeError(f"{path} is missing")
 
     @node(type="Loader", display_name="Loader", category="test", description="Fingerprint fails.",

@@ -1,0 +1,49 @@
+"""Conditioning nodes: encode a prompt (AUTOMATIC1111 emphasis, long prompts, embeddings) and set CLIP skip."""
+
+from dataclasses import replace
+from pathlib import Path
+
+from nodegraph.core import Input, Output, PortType, node
+
+
+def _embeddings_for(ctx, clip, text):
+    """The embeddings a prompt may use: the ones added by Embedding nodes (under their tokens) and those of the
+    embeddings folders whose name appears in the text (loaded only then)."""
+    found = {token: ctx.models.embedding(path) for token, path in clip.embeddings}
+    for name in ctx.models.folders.list("embeddings"):
+        stem = Path(name).stem
+        if stem in text or name in text:
+            embedding = ctx.models.embedding(ctx.models.resolve("embeddings", name))
+            for key in (stem, name, str(Path(name).with_suffix(""))):
+                found.setdefault(key, embedding)
+    return found
+
+
+@node(type="CLIPTextEncode", display_name="CLIP Text Encode", category="conditioning",
+      description="Encode a prompt. AUTOMATIC1111 syntax: (word), ((word)), (word:1.3), [word], \\( escapes, BREAK; "
+                  "prompts over 75 tokens continue in further chunks; embeddings as embedding:name or by name.",
+      inputs=[Input.link("clip", PortType.CLIP), Input.string("text", "", multiline=True)],
+      outputs=[Output("CONDITIONING", PortType.CONDITIONING)])
+def clip_text_encode(ctx, clip, text):
+    """Encode with the CLIP handle's LoRAs, embeddings and CLIP skip applied for this call only."""
+    from nodegraph.models.lora import applied_loras
+    from nodegraph.models.prompt_encoder import encode_prompt
+
+    checkpoint = ctx.models.checkpoint(clip.checkpoint)
+    embeddings = _embeddings_for(ctx, clip, text)
+    with ctx.models.use(*checkpoint.text_encoders.values()), \
+            applied_loras(clip.loras, checkpoint.family, checkpoint.unet, checkpoint.text_encoders):
+        conditioning = encode_prompt(text, family=checkpoint.family, tokenizers=checkpoint.tokenizers,
+                                     text_encoders=checkpoint.text_encoders, clip_skip=clip.clip_skip,
+                                     embeddings=embeddings)
+    return {"CONDITIONING": replace(conditioning, text=text, clip_skip=clip.clip_skip)}
+
+
+@node(type="CLIPSetLastLayer", display_name="CLIP Skip", category="conditioning",
+      description="Stop the text encoder early: -1 uses the last layer, -2 the penultimate (AUTOMATIC1111's "
+                  "'Clip skip 2', common for anime models), and so on.",
+      inputs=[Input.link("clip", PortType.CLIP), Input.int("stop_at_clip_layer", -1, min=-24, max=-1)],
+      outputs=[Output("CLIP", PortType.CLIP)])
+def clip_set_last_layer(ctx, clip, stop_at_clip_layer):
+    """Record the layer on the CLIP handle (-1 → CLIP skip 1, -2 → 2, …)."""
+    return {"CLIP": replace(clip, clip_skip=-stop_at_clip_layer)}
