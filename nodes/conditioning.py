@@ -3,19 +3,18 @@
 from dataclasses import replace
 from pathlib import Path
 
-from nodegraph.core import Input, Output, PortType, node
+from nodegraph.core import Input, NodeError, Output, PortType, node
 
 
 def _embeddings_for(ctx, clip, text):
     """The embeddings a prompt may use: the ones added by Embedding nodes (under their tokens) and those of the
     embeddings folders whose name appears in the text (loaded only then)."""
     found = {token: ctx.models.embedding(path) for token, path in clip.embeddings}
+    folded = text.casefold()
     for name in ctx.models.folders.list("embeddings"):
         stem = Path(name).stem
-        if stem in text or name in text:
-            embedding = ctx.models.embedding(ctx.models.resolve("embeddings", name))
-            for key in (stem, name, str(Path(name).with_suffix(""))):
-                found.setdefault(key, embedding)
+        if stem.casefold() in folded:  # the encoder then matches exactly (embedding:name, or the bare name)
+            found.setdefault(stem, ctx.models.embedding(ctx.models.resolve("embeddings", name)))
     return found
 
 
@@ -33,9 +32,12 @@ def clip_text_encode(ctx, clip, text):
     embeddings = _embeddings_for(ctx, clip, text)
     with ctx.models.use(*checkpoint.text_encoders.values()), \
             applied_loras(clip.loras, checkpoint.family, checkpoint.unet, checkpoint.text_encoders):
-        conditioning = encode_prompt(text, family=checkpoint.family, tokenizers=checkpoint.tokenizers,
-                                     text_encoders=checkpoint.text_encoders, clip_skip=clip.clip_skip,
-                                     embeddings=embeddings)
+        try:
+            conditioning = encode_prompt(text, family=checkpoint.family, tokenizers=checkpoint.tokenizers,
+                                         text_encoders=checkpoint.text_encoders, clip_skip=clip.clip_skip,
+                                         embeddings=embeddings)
+        except ValueError as error:  # e.g. a CLIP skip deeper than this text encoder
+            raise NodeError(str(error)) from None
     return {"CONDITIONING": replace(conditioning, text=text, clip_skip=clip.clip_skip)}
 
 
