@@ -40,16 +40,18 @@ def import_torch() -> ModuleType:
 
 
 def import_diffusers() -> ModuleType:
-    """diffusers, imported offline."""
+    """diffusers, imported offline, logging only errors (its dtype-cast advice is noise for our single-file loads)."""
     ensure_offline()
     import diffusers
 
+    diffusers.utils.logging.set_verbosity_error()
     return diffusers
 
 
 def import_transformers() -> ModuleType:
-    """transformers, imported offline."""
+    """transformers, imported offline, logging only errors (its load reports list other adapters' keys)."""
     ensure_offline()
     import transformers
 
+    transformers.utils.logging.set_verbosity_error()
     return transformers
