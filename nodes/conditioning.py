@@ -18,11 +18,31 @@ def _embeddings_for(ctx, clip, text):
     return found
 
 
+def _folder_embeddings_fingerprint(settings, text):
+    """The identity (path, size, modification time) of each folder embedding the prompt may use, so adding, editing
+    or removing one re-encodes the prompt instead of serving it from the cache (Embedding nodes have their own)."""
+    models = settings.services.get("models")
+    if models is None or not text:
+        return None
+    from nodegraph.models.cache import file_key
+    from nodegraph.models.errors import ModelError
+
+    folded = text.casefold()
+    keys = []
+    for name in models.folders.list("embeddings"):
+        if Path(name).stem.casefold() in folded:  # the same test as _embeddings_for
+            try:
+                keys.append("|".join(map(str, file_key(models.resolve("embeddings", name)))))
+            except (ModelError, OSError):
+                keys.append(f"{name}|unreadable")
+    return "\n".join(keys) or None
+
+
 @node(type="CLIPTextEncode", display_name="CLIP Text Encode", category="conditioning",
       description="Encode a prompt. AUTOMATIC1111 syntax: (word), ((word)), (word:1.3), [word], \\( escapes, BREAK; "
                   "prompts over 75 tokens continue in further chunks; embeddings as embedding:name or by name.",
       inputs=[Input.link("clip", PortType.CLIP), Input.string("text", "", multiline=True)],
-      outputs=[Output("CONDITIONING", PortType.CONDITIONING)])
+      outputs=[Output("CONDITIONING", PortType.CONDITIONING)], fingerprint=_folder_embeddings_fingerprint)
 def clip_text_encode(ctx, clip, text):
     """Encode with the CLIP handle's LoRAs, embeddings and CLIP skip applied for this call only."""
     from nodegraph.models.lora import applied_loras

@@ -29,13 +29,16 @@ def empty_latent_image(ctx, width, height, batch_size):
       inputs=[Input.link("samples", PortType.LATENT), Input.link("vae", PortType.VAE)],
       outputs=[Output("IMAGE", PortType.IMAGE)])
 def vae_decode(ctx, samples, vae):
-    """latents / scaling factor → VAE → pixels in [0, 1], [batch, height, width, 3] on the CPU."""
+    """latents / scaling factor → VAE → pixels in [0, 1], [batch, height, width, 3] on the CPU.
+
+    The factor is the one the latents were scaled with (their model's), not the VAE's own: a VAE override file does
+    not say which model line it is for."""
     from nodegraph.models.devices import decode_latents
     from nodegraph.models.handles import Images
 
     module = vae_module(ctx, vae)
     with ctx.models.use(module) as device:
-        latents = samples.samples.to(device) / module.config.scaling_factor
+        latents = samples.samples.to(device) / (samples.scale or module.config.scaling_factor)
         image = decode_latents(module, latents)
     pixels = (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
     return {"IMAGE": Images(pixels, samples.info)}
@@ -57,7 +60,8 @@ def vae_encode(ctx, pixels, vae):
     image = image[:, :height, :width, :].permute(0, 3, 1, 2) * 2 - 1
     with ctx.models.use(module) as device, torch.inference_mode():
         latents = module.encode(image.to(device, module.dtype)).latent_dist.mode()
-    return {"LATENT": Latent((latents * module.config.scaling_factor).float().cpu())}
+    factor = module.config.scaling_factor
+    return {"LATENT": Latent((latents * factor).float().cpu(), scale=factor)}
 
 
 @node(type="UpscaleLatent", display_name="Upscale Latent", category="latent",

@@ -48,6 +48,12 @@ def unet_sampler(ctx, model, positive, negative, latent_image, seed, steps, cfg,
         noise_mask = torch.ones(batch, 1, latent_height, latent_width)
         masked_image = torch.zeros(batch, 4, latent_height, latent_width)
     hypernetworks = [(ctx.models.hypernetwork(path), strength) for path, strength in model.hypernetworks]
+    # The model's latent scale; input latents encoded with another factor (a VAE override loaded as another model
+    # line) are brought to it.
+    scale = checkpoint.vae.config.scaling_factor if checkpoint.vae is not None else family.vae_scaling_factor
+    init_latents = latent_image.samples
+    if latent_image.scale and latent_image.scale != scale:
+        init_latents = init_latents * (scale / latent_image.scale)
 
     def progress(step, total, latents):
         ctx.progress(step, total, preview=latent_preview(latents, family.base))
@@ -59,7 +65,7 @@ def unet_sampler(ctx, model, positive, negative, latent_image, seed, steps, cfg,
             unet=checkpoint.unet, scheduler=build_scheduler(checkpoint.scheduler_config, sampler_name, scheduler),
             family=family, positive=positive, negative=negative, seed=seed, steps=steps, cfg=cfg,
             width=latent_width * 8, height=latent_height * 8, batch_size=batch,
-            init_latents=None if from_noise else latent_image.samples.to(device),
+            init_latents=None if from_noise else init_latents.to(device),
             denoise=denoise, noise_mask=None if noise_mask is None else noise_mask.to(device),
             masked_image_latents=None if masked_image is None else masked_image.to(device), progress=progress)
     info = GenerationInfo(
@@ -67,4 +73,4 @@ def unet_sampler(ctx, model, positive, negative, latent_image, seed, steps, cfg,
         cfg=cfg, seed=seed, width=latent_width * 8, height=latent_height * 8, denoise=denoise,
         model_name=model.name, model_path=model.checkpoint, clip_skip=positive.clip_skip,
         loras=tuple((spec.path.stem, spec.unet_strength) for spec in model.loras))
-    return {"LATENT": Latent(latents.float().cpu(), info=info)}
+    return {"LATENT": Latent(latents.float().cpu(), info=info, scale=scale)}

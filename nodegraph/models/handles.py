@@ -72,12 +72,18 @@ class GenerationInfo:
 @dataclass(frozen=True)
 class Latent:
     """A LATENT edge: latents in the model's space (scaled by the VAE's scaling factor, as diffusers' pipelines
-    keep them), an optional inpainting mask at latent resolution (1 = repaint), and how they were made."""
+    keep them), an optional inpainting mask at latent resolution (1 = repaint), and how they were made.
+
+    `scale` is the factor the samples were multiplied by (None: not known or irrelevant, as for empty latents). The
+    factor is not stored in VAE files (0.18215 for SD 1.x/2.x, 0.13025 for SDXL), so a VAE override can encode with
+    another factor than the model samples with: the sampler rescales its input to its model's factor and records
+    that, and the decoder divides by the recorded factor, whatever VAE it uses."""
 
     samples: object
     noise_mask: object | None = None
     info: GenerationInfo | None = None
     is_empty: bool = False  # made by Empty Latent Image: the sampler starts from pure noise (text to image)
+    scale: float | None = None
 
 
 @dataclass(frozen=True)

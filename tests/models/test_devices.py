@@ -49,7 +49,18 @@ def test_vae_decode_upcasts_when_half_precision_overflows():
 
 def test_vae_decode_keeps_a_good_half_precision_result():
     vae = build_vae("sd1", seed=1).to(torch.float16)
+    vae.register_to_config(force_upcast=False)  # as the bundled SD 1.x/2.x configs say
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = vae.decode(latents.half()).sample.float()
     assert torch.equal(decode_latents(vae, latents), expected)
+
+
+def test_vae_marked_force_upcast_decodes_in_float32_directly():
+    vae = build_vae("sd1", seed=1).to(torch.float16)
+    vae.register_to_config(force_upcast=True)  # as the bundled SDXL config says
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = copy.deepcopy(vae).float().decode(latents).sample
+    assert torch.equal(decode_latents(vae, latents), expected)
+    assert vae.dtype == torch.float16
