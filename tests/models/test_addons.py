@@ -25,6 +25,7 @@ from nodegraph.models.errors import IncompatibleModelError, ModelError, UnsafeMo
 from nodegraph.models.hypernetwork import applied_hypernetworks, read_hypernetwork  # noqa: E402
 from nodegraph.models.loader import load_checkpoint  # noqa: E402
 from nodegraph.models.lora import LoraSpec, applied_loras, unload_loras  # noqa: E402
+from tests.reference import reference_pipeline  # noqa: E402
 
 ATOL = 1e-5
 #: A changed strength, embedding or hypernetwork must move outputs by at least this many tolerances.
@@ -122,21 +123,12 @@ def all_text_outs(ck, prompt="a photo of a cat riding a bicycle"):
             for name, encoder in ck.text_encoders.items()}
 
 
-def sd1_pipeline(path):
-    """A diffusers pipeline on a second, independent copy of the checkpoint."""
-    ck = load_checkpoint(path)
-    return diffusers.StableDiffusionPipeline(
-        vae=ck.vae, text_encoder=ck.text_encoders["text_encoder"], tokenizer=ck.tokenizers["tokenizer"],
-        unet=ck.unet, scheduler=diffusers.EulerDiscreteScheduler.from_config(ck.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 
 
-def sdxl_pipeline(path):
-    ck = load_checkpoint(path)
-    return diffusers.StableDiffusionXLPipeline(
-        vae=ck.vae, text_encoder=ck.text_encoders["text_encoder"], text_encoder_2=ck.text_encoders["text_encoder_2"],
-        tokenizer=ck.tokenizers["tokenizer"], tokenizer_2=ck.tokenizers["tokenizer_2"], unet=ck.unet,
-        scheduler=diffusers.EulerDiscreteScheduler.from_config(ck.scheduler_config), add_watermarker=False)
+
+def independent_pipeline(path):
+    """diffusers' pipeline on a second, independent copy of the checkpoint."""
+    return reference_pipeline(load_checkpoint(path))
 
 
 def pipeline_text_outs(pipe):
@@ -171,7 +163,7 @@ def test_kohya_lora_matches_diffusers_and_leaves_no_trace(sd1_path, loras, input
     with applied_loras([LoraSpec(path, 0.7, 0.3)], ck.family, ck.unet, ck.text_encoders):
         ours_unet, ours_text = unet_out(ck.unet, inputs), text_out(tok, te)
 
-    pipe = sd1_pipeline(sd1_path)
+    pipe = independent_pipeline(sd1_path)
     pipe.load_lora_weights(str(path), adapter_name="x")
     pipe.set_adapters(["x"], adapter_weights=[{"unet": 0.5, "text_encoder": 0.6}])
     other_unet, other_text = unet_out(pipe.unet, inputs), text_out(pipe.tokenizer, pipe.text_encoder)
@@ -226,7 +218,7 @@ def test_two_loras_stack_like_diffusers_adapters(sd1_path, loras, inputs):
     with applied_loras(stack[:1], ck.family, ck.unet, ck.text_encoders):  # both loaded, only one active
         only_first = unet_out(ck.unet, inputs)
 
-    pipe = sd1_pipeline(sd1_path)
+    pipe = independent_pipeline(sd1_path)
     pipe.load_lora_weights(str(first), adapter_name="a")
     pipe.load_lora_weights(str(second), adapter_name="b")
     pipe.set_adapters(["a", "b"], adapter_weights=[{"unet": 0.7, "text_encoder": 0.3},
@@ -250,7 +242,7 @@ def test_locon_and_peft_files_apply_like_diffusers(sd1_path, loras, inputs, fmt)
     te, tok = ck.text_encoders["text_encoder"], ck.tokenizers["tokenizer"]
     with applied_loras([LoraSpec(path, 0.8, 0.9)], ck.family, ck.unet, ck.text_encoders):
         ours_unet, ours_text = unet_out(ck.unet, inputs), text_out(tok, te)
-    pipe = sd1_pipeline(sd1_path)
+    pipe = independent_pipeline(sd1_path)
     pipe.load_lora_weights(str(path), adapter_name="x")
     pipe.set_adapters(["x"], adapter_weights=[{"unet": 0.8, "text_encoder": 0.9}])
     ref_unet, ref_text = unet_out(pipe.unet, inputs), text_out(pipe.tokenizer, pipe.text_encoder)
@@ -270,7 +262,7 @@ def test_sdxl_lora_matches_diffusers(sdxl_path, loras, inputs):
     base_text = all_text_outs(ck)
     with applied_loras([LoraSpec(path, 0.7, 0.3)], ck.family, ck.unet, ck.text_encoders):
         ours_unet, ours_text = unet_out(ck.unet, inputs), all_text_outs(ck)
-    pipe = sdxl_pipeline(sdxl_path)
+    pipe = independent_pipeline(sdxl_path)
     pipe.load_lora_weights(str(path), adapter_name="x")
     pipe.set_adapters(["x"], adapter_weights=[{"unet": 0.3, "text_encoder": 0.8, "text_encoder_2": 0.8}])
     other_unet, other_text = unet_out(pipe.unet, inputs), pipeline_text_outs(pipe)
@@ -409,7 +401,7 @@ def test_embedding_encodes_like_diffusers_and_is_removed_after(sd1_path, embeddi
     ids_before = tokenizer(PROMPT).input_ids
     base = _sd1_encode(ck, PROMPT)
 
-    pipe = sd1_pipeline(sd1_path)
+    pipe = independent_pipeline(sd1_path)
     pipe.load_textual_inversion(str(path), token="mytoken")
     with torch.no_grad():
         reference = pipe.encode_prompt(PROMPT, "cpu", 1, False)[0]
@@ -487,7 +479,7 @@ def test_sdxl_embedding_registers_on_both_encoders_like_diffusers(sdxl_path, emb
     base = _sdxl_encode(tokenizers, encoders, PROMPT)
 
     raw = load_file(str(path))
-    pipe = sdxl_pipeline(sdxl_path)
+    pipe = independent_pipeline(sdxl_path)
     pipe.load_textual_inversion(raw["clip_l"], token="mytoken", text_encoder=pipe.text_encoder,
                                 tokenizer=pipe.tokenizer)
     pipe.load_textual_inversion(raw["clip_g"], token="mytoken", text_encoder=pipe.text_encoder_2,

@@ -34,6 +34,7 @@ from nodegraph.models.prompt_parser import (  # noqa: E402
     parse_prompt,
     split_chunks,
 )
+from tests.reference import reference_pipeline  # noqa: E402
 
 ATOL = 1e-6
 FAR = 100  # a changed input must move the result by more than FAR * ATOL
@@ -212,19 +213,10 @@ def load32(path):
 
 def sd_pipeline(path):
     """diffusers' pipeline on an independent float32 copy of the checkpoint."""
-    ck = load32(path)
-    return diffusers.StableDiffusionPipeline(
-        vae=ck.vae, text_encoder=ck.text_encoders["text_encoder"], tokenizer=ck.tokenizers["tokenizer"],
-        unet=ck.unet, scheduler=diffusers.EulerDiscreteScheduler.from_config(ck.scheduler_config),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    return reference_pipeline(load32(path))
 
 
-def sdxl_pipeline(path):
-    ck = load32(path)
-    return diffusers.StableDiffusionXLPipeline(
-        vae=ck.vae, text_encoder=ck.text_encoders["text_encoder"], text_encoder_2=ck.text_encoders["text_encoder_2"],
-        tokenizer=ck.tokenizers["tokenizer"], tokenizer_2=ck.tokenizers["tokenizer_2"], unet=ck.unet,
-        scheduler=diffusers.EulerDiscreteScheduler.from_config(ck.scheduler_config), add_watermarker=False)
+sdxl_pipeline = sd_pipeline  # reference_pipeline picks the SDXL class from the family
 
 
 def reference(pipe, prompt):

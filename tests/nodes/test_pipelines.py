@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 from nodegraph.models.offline import ensure_offline
+from tests.reference import reference_pipeline
 
 ensure_offline()
 
@@ -39,7 +40,6 @@ from nodegraph.engine import (  # noqa: E402
     RunSettings,
 )
 from nodegraph.images import read_png_text, read_png_workflow, to_uint8  # noqa: E402
-from nodegraph.models.schedulers import build_scheduler  # noqa: E402
 from nodegraph.models.synthetic import write_diffusers_config, write_embedding  # noqa: E402
 
 pytestmark = [
@@ -125,20 +125,7 @@ def pixels(result, node: str = "decode") -> np.ndarray:
 
 
 # --- diffusers' reference -------------------------------------------------------------------------------------------
-def pipeline(ck, sampler="euler", schedule="normal", *, cls=None, vae=None):
-    """diffusers' pipeline from loaded components, the scheduler built from the checkpoint's config."""
-    scheduler = build_scheduler(ck.scheduler_config, sampler, schedule)
-    parts = {"vae": vae if vae is not None else ck.vae, "unet": ck.unet, "scheduler": scheduler,
-             "text_encoder": ck.text_encoders["text_encoder"], "tokenizer": ck.tokenizers["tokenizer"]}
-    if ck.family.base == "sdxl":
-        pipe = (cls or diffusers.StableDiffusionXLPipeline)(
-            **parts, text_encoder_2=ck.text_encoders["text_encoder_2"], tokenizer_2=ck.tokenizers["tokenizer_2"],
-            add_watermarker=False)
-    else:
-        pipe = (cls or diffusers.StableDiffusionPipeline)(**parts, safety_checker=None, feature_extractor=None,
-                                                          requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+pipeline = reference_pipeline
 
 
 def generate(pipe, *, prompt=PROMPT, negative=NEGATIVE, seed=SEED, steps=STEPS, cfg=CFG, **kwargs) -> np.ndarray:
