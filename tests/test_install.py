@@ -44,6 +44,9 @@ def test_wheel_installs_into_a_fresh_venv_and_finds_nodes_and_resources(tmp_path
     installed = sorted(p.name for p in site.iterdir() if not p.name.endswith((".dist-info", ".pth")))
     assert "nodes" not in installed and "resources" not in installed
     assert "nodegraph" in installed
+    source_packages = {p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "nodegraph").rglob("__init__.py")}
+    missing = [p for p in source_packages if not (site / p / "__init__.py").is_file()]
+    assert missing == [], f"packages left out of the wheel (add them to pyproject.toml): {missing}"
 
     work = tmp_path / "elsewhere"  # not the checkout: the source tree must not be importable
     work.mkdir()

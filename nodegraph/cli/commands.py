@@ -40,10 +40,14 @@ def check_workflow(workflow, registry, models_dirs: list[str]) -> list:
 
 
 def gui_command(args: argparse.Namespace) -> int:
-    """Start the desktop app (not part of this build yet: says so and exits non-zero)."""
-    print("nodegraph: the desktop app is not available in this build yet; use `nodegraph run WORKFLOW` to run a "
-          "workflow headless (see `nodegraph --help`)", file=sys.stderr)
-    return codes.ERROR
+    """Start the desktop app, opening `args.file` when given (the txt2img starter otherwise)."""
+    try:
+        from nodegraph.gui.main_window import run_app
+    except ImportError as error:
+        print(f"nodegraph: the desktop app needs PySide6 and NodeGraphQt ({error}); use `nodegraph run WORKFLOW` to "
+              "run a workflow headless (see `nodegraph --help`)", file=sys.stderr)
+        return codes.ERROR
+    return run_app(getattr(args, "file", None))
 
 
 def validate_command(args: argparse.Namespace) -> int:

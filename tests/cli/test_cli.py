@@ -217,13 +217,6 @@ def test_default_output_dir_is_in_the_data_folder(chain, tmp_path, fake_pack):
     assert (home / "output" / "result_00001.txt").read_text() == "6\n"
 
 
-def test_gui_is_not_available_yet(tmp_path):
-    for args in ([], ["gui"], [str(tmp_path / "some.json")]):
-        done = nodegraph(*args, home=tmp_path / "home")
-        assert done.returncode == 1
-        assert "desktop app is not available" in done.stderr
-
-
 @pytest.mark.skipif(os.name == "nt", reason="SIGINT delivery differs on Windows")
 def test_ctrl_c_cancels_the_run_with_exit_130(tmp_path, fake_pack):
     workflow = write_workflow(tmp_path / "slow.json", {

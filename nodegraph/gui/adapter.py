@@ -1,0 +1,279 @@
+"""The bridge between the core :class:`Workflow` (the single source of truth) and the NodeGraphQt canvas.
+
+Every edit goes through NodeGraphQt's undo commands; the adapter listens to the signals those commands emit on do,
+undo and redo (node created/deleted, port connected/disconnected, property changed, undo index changed for moves)
+and applies the same change to the core workflow, so Undo/Redo restores the core graph exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from NodeGraphQt import NodeGraph
+from PySide6 import QtCore
+
+from nodegraph.core.graph import Link, NodeInstance, Workflow
+from nodegraph.core.registry import NodeRegistry
+from nodegraph.core.types import PortType, literal_type_problem, types_compatible
+from nodegraph.gui.widgets import PROP_PREFIX, from_widget, has_widget, register_node_classes, to_widget, view_type
+
+
+class CanvasGraph(NodeGraph):
+    """A NodeGraphQt graph that refuses connections the adapter's type check rejects (drags included)."""
+
+    accepts: Any = None
+
+    def _on_connection_changed(self, disconnected: list, connected: list) -> None:
+        if self.accepts is not None:
+            connected = [pair for pair in connected if self.accepts(*pair)]
+        super()._on_connection_changed(disconnected, connected)
+
+
+def _number(value: float) -> float | int:
+    value = round(float(value), 2)
+    return int(value) if value.is_integer() else value
+
+
+class GraphAdapter(QtCore.QObject):
+    """Keeps a core :class:`Workflow` and a NodeGraphQt graph in sync; edits made here are undoable.
+
+    Node ids are the core's; the view's own ids are an internal detail.
+    """
+
+    changed = QtCore.Signal()
+
+    def __init__(self, registry: NodeRegistry, parent: QtCore.QObject | None = None):
+        super().__init__(parent)
+        self.registry = registry
+        self.graph = CanvasGraph()
+        self.graph.accepts = self._accepts_views
+        register_node_classes(self.graph, registry)
+        self.workflow = Workflow()
+        self._views: dict[str, Any] = {}        # core id -> NodeGraphQt node
+        self._ids: dict[str, str] = {}          # view id -> core id
+        self._removed: dict[str, NodeInstance] = {}
+        self._implicit: dict[str, set[str]] = {}  # core id -> literal inputs left unset when the node appeared
+        self._pending: NodeInstance | None = None
+        self._syncing = False
+        self.graph.node_created.connect(self._on_node_created)
+        self.graph.nodes_deleted.connect(self._on_nodes_deleted)
+        self.graph.port_connected.connect(self._on_port_connected)
+        self.graph.port_disconnected.connect(self._on_port_disconnected)
+        self.graph.property_changed.connect(self._on_property_changed)
+        self.undo_stack.indexChanged.connect(self._sync_positions)
+
+    # --- public API -----------------------------------------------------------------------------------------------
+    @property
+    def undo_stack(self) -> Any:
+        """NodeGraphQt's QUndoStack: every edit is a command on it."""
+        return self.graph.undo_stack()
+
+    def view_node(self, node_id: str) -> Any:
+        """The NodeGraphQt node showing core node `node_id`."""
+        return self._views[node_id]
+
+    def add_node(self, type_id: str, pos: tuple[float, float] = (0, 0), node_id: str | None = None,
+                 inputs: dict[str, Any] | None = None, title: str | None = None) -> str:
+        """Add a node (undoable); `inputs` None fills every literal's default. Returns the core node id."""
+        node_def = self.registry[type_id]
+        if inputs is None:
+            inputs = {s.name: s.default for s in node_def.literal_inputs if s.default is not None}
+        node_id = node_id or self.workflow.new_id(type_id)
+        if node_id in self.workflow:
+            raise ValueError(f"node id {node_id!r} is already used")
+        self._pending = NodeInstance(node_id, type_id, dict(inputs), title, ui={"pos": [pos[0], pos[1]]})
+        try:
+            self.graph.create_node(view_type(type_id), name=title or node_def.display_name, pos=list(pos),
+                                   selected=False)
+        finally:
+            self._pending = None
+        return node_id
+
+    def remove_nodes(self, node_ids: list[str]) -> None:
+        """Delete nodes and their links (undoable)."""
+        self.graph.delete_nodes([self._views[n] for n in node_ids])
+
+    def connect(self, from_node: str, from_output: str, to_node: str, to_input: str) -> bool:
+        """Link an output to an input (undoable); False, with nothing changed, when the types are incompatible."""
+        out_port = self._views[from_node].outputs().get(from_output)
+        in_port = self._views[to_node].inputs().get(to_input)
+        if out_port is None or in_port is None or not self._compatible(from_node, from_output, to_node, to_input):
+            return False
+        out_port.connect_to(in_port)
+        return Link(from_node, from_output, to_node, to_input) in self.workflow.links
+
+    def disconnect(self, to_node: str, to_input: str) -> None:
+        """Remove the link into an input (undoable)."""
+        in_port = self._views[to_node].inputs()[to_input]
+        for other in list(in_port.connected_ports()):
+            in_port.disconnect_from(other)
+
+    def move_node(self, node_id: str, pos: tuple[float, float]) -> None:
+        """Move a node (undoable), as a drag on the canvas does."""
+        node = self._views[node_id]
+        prev = node.view.xy_pos
+        node.view.xy_pos = list(pos)
+        self.graph._on_nodes_moved({node.view: prev})
+
+    def set_value(self, node_id: str, name: str, value: Any) -> None:
+        """Set a literal input (undoable) through its widget property; ValueError for a value its input refuses."""
+        spec = self.registry[self.workflow.node(node_id).type].input(name)
+        if spec is None or not has_widget(spec):
+            raise ValueError(f"{node_id}.{name} has no widget")
+        problem = literal_type_problem(spec.type, value) or (
+            spec.type == PortType.CHOICE and value not in spec.choices and f"{value!r} is not a choice")
+        if problem:
+            raise ValueError(f"{node_id}.{name}: {problem}")
+        self._views[node_id].set_property(PROP_PREFIX + name, to_widget(spec, value), push_undo=True)
+
+    def undo(self) -> None:
+        """Undo the last edit."""
+        self.undo_stack.undo()
+
+    def redo(self) -> None:
+        """Redo the last undone edit."""
+        self.undo_stack.redo()
+
+    def load(self, workflow: Workflow) -> None:
+        """Show `workflow` (it becomes the adapter's core graph); clears the undo history."""
+        self._syncing = True
+        try:
+            self.graph.clear_session()
+            self._views.clear()
+            self._ids.clear()
+            self._removed.clear()
+            self._implicit.clear()
+            self.workflow = workflow
+            for node in workflow:
+                node_def = self.registry.get(node.type)
+                if node_def is None:
+                    continue  # placeholder: kept in the core graph, not shown yet
+                pos = node.ui.get("pos", [0, 0])
+                view = self.graph.create_node(view_type(node.type), name=node.title or node_def.display_name,
+                                              pos=[float(pos[0]), float(pos[1])], selected=False, push_undo=False)
+                self._bind(node.id, view)
+                self._show_values(node)
+            for link in workflow.links:
+                if link.from_node in self._views and link.to_node in self._views:
+                    out_port = self._views[link.from_node].outputs().get(link.from_output)
+                    in_port = self._views[link.to_node].inputs().get(link.to_input)
+                    if out_port is not None and in_port is not None:
+                        out_port.connect_to(in_port, push_undo=False, emit_signal=False)
+        finally:
+            self._syncing = False
+        self.undo_stack.clear()
+        self.undo_stack.setClean()
+        self.changed.emit()
+
+    def to_workflow(self) -> Workflow:
+        """A copy of the core graph, for saving or running."""
+        return self.workflow.copy()
+
+    # --- type checks ----------------------------------------------------------------------------------------------
+    def _compatible(self, from_node: str, from_output: str, to_node: str, to_input: str) -> bool:
+        out_spec = self.registry[self.workflow.node(from_node).type].output(from_output)
+        in_spec = self.registry[self.workflow.node(to_node).type].input(to_input)
+        return out_spec is not None and in_spec is not None and types_compatible(out_spec.type, in_spec.type)
+
+    def _accepts_views(self, port_a: Any, port_b: Any) -> bool:
+        ends = {p.port_type: p for p in (port_a, port_b)}
+        if len(ends) != 2 or ends.get("in") is None or ends.get("out") is None:
+            return False
+        src, dst = ends["out"], ends["in"]
+        return self._compatible(self._ids[src.node.id], src.name, self._ids[dst.node.id], dst.name)
+
+    # --- view -> core -----------------------------------------------------------------------------------------------
+    def _bind(self, node_id: str, view: Any) -> None:
+        self._views[node_id] = view
+        self._ids[view.id] = node_id
+
+    def _show_values(self, node: NodeInstance) -> None:
+        view = self._views[node.id]
+        self._implicit.setdefault(node.id, {s.name for s in self.registry[node.type].literal_inputs
+                                            if s.name not in node.inputs})
+        for spec in self.registry[node.type].inputs:
+            value = node.inputs.get(spec.name)
+            if spec.type == PortType.CHOICE and value is not None and value not in spec.choices:
+                continue  # an unknown choice stays in the core graph; the combo cannot show it
+            if has_widget(spec):
+                view.set_property(PROP_PREFIX + spec.name, to_widget(spec, node.inputs.get(spec.name)),
+                                  push_undo=False)
+
+    def _on_node_created(self, view: Any) -> None:
+        if self._syncing:
+            return
+        node_id = self._ids.get(view.id)
+        if node_id is not None and node_id in self._removed:  # undo of a delete, or redo of an add
+            node = self._removed.pop(node_id)
+        elif self._pending is not None:
+            node = self._pending
+        else:  # created on the canvas (tab search, palette)
+            node_def = view.node_def
+            node = NodeInstance(self.workflow.new_id(node_def.type), node_def.type,
+                                {s.name: s.default for s in node_def.literal_inputs if s.default is not None},
+                                ui={"pos": [_number(v) for v in view.pos()]})
+        self.workflow.nodes[node.id] = node
+        self._bind(node.id, view)
+        self._syncing = True
+        try:
+            self._show_values(node)
+        finally:
+            self._syncing = False
+        self.changed.emit()
+
+    def _on_nodes_deleted(self, view_ids: list[str]) -> None:
+        if self._syncing:
+            return
+        for view_id in view_ids:
+            node_id = self._ids.get(view_id)
+            if node_id in self.workflow:
+                self._removed[node_id] = copy.deepcopy(self.workflow.node(node_id))
+                self.workflow.remove_node(node_id)
+                self._views.pop(node_id, None)
+        self.changed.emit()
+
+    def _link_of(self, in_port: Any, out_port: Any) -> Link:
+        return Link(self._ids[out_port.node().id], out_port.name(), self._ids[in_port.node().id], in_port.name())
+
+    def _on_port_connected(self, in_port: Any, out_port: Any) -> None:
+        if not self._syncing:
+            link = self._link_of(in_port, out_port)
+            self.workflow.connect(link.from_node, link.from_output, link.to_node, link.to_input)
+            self.changed.emit()
+
+    def _on_port_disconnected(self, in_port: Any, out_port: Any) -> None:
+        if not self._syncing:
+            link = self._link_of(in_port, out_port)
+            self.workflow.links = [existing for existing in self.workflow.links if existing != link]
+            self.changed.emit()
+
+    def _on_property_changed(self, view: Any, name: str, shown: Any) -> None:
+        node_id = self._ids.get(view.id)
+        if self._syncing or not name.startswith(PROP_PREFIX) or node_id not in self.workflow:
+            return
+        node = self.workflow.node(node_id)
+        spec = self.registry[node.type].input(name[len(PROP_PREFIX):])
+        if spec is None:
+            return
+        ok, value = from_widget(spec, shown)
+        if not ok:
+            return
+        if value == spec.default and spec.name in self._implicit.get(node_id, ()):
+            node.inputs.pop(spec.name, None)  # back to an unset input showing its default: undo restores "unset"
+        else:
+            node.inputs[spec.name] = value
+        self.changed.emit()
+
+    def _sync_positions(self, _index: int = 0) -> None:
+        if self._syncing:
+            return
+        for node_id, view in self._views.items():
+            node = self.workflow.nodes.get(node_id)
+            if node is None:
+                continue
+            x, y = view.model.pos
+            old = node.ui.get("pos")
+            if not old or abs(old[0] - x) > 0.005 or abs(old[1] - y) > 0.005:
+                node.ui["pos"] = [_number(x), _number(y)]
+        self.changed.emit()

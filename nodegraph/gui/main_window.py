@@ -1,0 +1,216 @@
+"""The main window: the canvas in the centre, File/Edit/Run menus, a status bar with the run state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from nodegraph.core.errors import WorkflowError
+from nodegraph.core.migrations import upgrade_node_versions
+from nodegraph.core.registry import NodeRegistry
+from nodegraph.core.workflow_io import load, save
+from nodegraph.engine.context import RunSettings
+from nodegraph.engine.events import NodeFailed, NodeFinished, NodeStarted, Progress
+from nodegraph.engine.executor import Executor
+from nodegraph.gui.adapter import GraphAdapter
+from nodegraph.gui.worker import RunWorker
+
+APP_NAME = "nodegraph"
+
+
+class MainWindow(QtWidgets.QMainWindow):
+    """The app window. `settings` overrides the run settings (tests); by default the model manager is created
+    lazily on the worker thread at the first run, so torch is never imported before the window shows."""
+
+    def __init__(self, registry: NodeRegistry, settings: RunSettings | None = None):
+        super().__init__()
+        self.registry = registry
+        self.adapter = GraphAdapter(registry, self)
+        self.executor = Executor(registry)
+        self.path: Path | None = None
+        self.worker: RunWorker | None = None
+        self.run_state = "idle"
+        self._settings = settings
+        self.setCentralWidget(self.adapter.graph.widget)
+        self.resize(1400, 800)
+        self._build_actions()
+        self.state_label = QtWidgets.QLabel("Ready")
+        self.statusBar().addWidget(self.state_label, 1)
+        self.adapter.undo_stack.cleanChanged.connect(lambda clean: self._update_title(not clean))
+        self._update_title()
+
+    # --- actions --------------------------------------------------------------------------------------------------
+    def _action(self, menu: QtWidgets.QMenu, text: str, slot: Any, shortcut: Any = None) -> QtGui.QAction:
+        action = QtGui.QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QtGui.QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(file_menu, "&New", self.new_workflow, QtGui.QKeySequence.StandardKey.New)
+        self._action(file_menu, "&Open…", self._open_dialog, QtGui.QKeySequence.StandardKey.Open)
+        self._action(file_menu, "&Save", self.save, QtGui.QKeySequence.StandardKey.Save)
+        self._action(file_menu, "Save &As…", self._save_as_dialog, QtGui.QKeySequence.StandardKey.SaveAs)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
+        edit_menu = bar.addMenu("&Edit")
+        self.undo_action = self._action(edit_menu, "&Undo", self.adapter.undo, QtGui.QKeySequence.StandardKey.Undo)
+        self.redo_action = self._action(edit_menu, "&Redo", self.adapter.redo, QtGui.QKeySequence.StandardKey.Redo)
+        run_menu = bar.addMenu("&Run")
+        self.run_action = self._action(run_menu, "&Run", self.run_workflow, "Ctrl+Return")
+        self.cancel_action = self._action(run_menu, "&Cancel", self.cancel_run, "Esc")
+        self.cancel_action.setEnabled(False)
+
+    # --- files ----------------------------------------------------------------------------------------------------
+    @property
+    def modified(self) -> bool:
+        """True when there are edits since the last open or save."""
+        return not self.adapter.undo_stack.isClean()
+
+    def _update_title(self, modified: bool | None = None) -> None:
+        name = self.path.name if self.path else "untitled"
+        modified = self.modified if modified is None else modified
+        self.setWindowTitle(f"{APP_NAME} — {name}{' *' if modified else ''}")
+
+    def new_workflow(self) -> None:
+        """Start an empty workflow."""
+        from nodegraph.core.graph import Workflow
+
+        self.adapter.load(Workflow())
+        self.path = None
+        self._update_title()
+
+    def open_file(self, path: str | Path) -> bool:
+        """Open a workflow file; False (with a message in the status bar) when it cannot be read."""
+        try:
+            workflow = load(path)
+            upgrade_node_versions(workflow, self.registry)
+        except (WorkflowError, OSError) as error:
+            self.state_label.setText(f"Could not open {path}: {error}")
+            return False
+        self.adapter.load(workflow)
+        self.path = Path(path)
+        self._update_title()
+        return True
+
+    def save(self) -> bool:
+        """Save to the current file (asks for one when there is none); atomic."""
+        if self.path is None:
+            return self._save_as_dialog()
+        return self.save_as(self.path)
+
+    def save_as(self, path: str | Path) -> bool:
+        """Save the core workflow to `path` atomically and make it the current file."""
+        try:
+            save(self.adapter.to_workflow(), path)
+        except OSError as error:
+            self.state_label.setText(f"Could not save {path}: {error}")
+            return False
+        self.path = Path(path)
+        self.adapter.undo_stack.setClean()
+        self._update_title()
+        return True
+
+    def _open_dialog(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open workflow", "", "Workflows (*.json)")
+        if path:
+            self.open_file(path)
+
+    def _save_as_dialog(self) -> bool:
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save workflow", "", "Workflows (*.json)")
+        return bool(path) and self.save_as(path)
+
+    # --- running --------------------------------------------------------------------------------------------------
+    def _run_settings(self) -> RunSettings:  # called on the worker thread
+        if self._settings is None:
+            from nodegraph.models.discovery import ModelFolders
+            from nodegraph.models.manager import ModelManager
+            from nodegraph.paths import default_output_dir
+
+            self._settings = RunSettings(output_dir=default_output_dir(),
+                                         services={"models": ModelManager(ModelFolders([]), device="auto")})
+        return self._settings
+
+    def run_workflow(self) -> None:
+        """Run the current workflow on a worker thread (ignored while a run is going)."""
+        if self.worker is not None:
+            return
+        self.worker = RunWorker(self.executor, self.adapter.to_workflow(), self._run_settings, self)
+        self.worker.event.connect(self._on_event)
+        self.worker.done.connect(self._on_done)
+        self._set_state("running", "Running…")
+        self.run_action.setEnabled(False)
+        self.cancel_action.setEnabled(True)
+        self.worker.start()
+
+    def cancel_run(self) -> None:
+        """Ask the running workflow to stop."""
+        if self.worker is not None:
+            self.worker.cancel()
+            self._set_state("cancelling", "Cancelling…")
+
+    def _set_state(self, state: str, text: str) -> None:
+        self.run_state = state
+        self.state_label.setText(text)
+
+    def _on_event(self, event: Any) -> None:
+        if isinstance(event, NodeStarted):
+            self.state_label.setText(f"Running {event.node_id}…")
+        elif isinstance(event, Progress):
+            self.state_label.setText(f"Running {event.node_id}: step {event.step}/{event.total}")
+        elif isinstance(event, NodeFinished):
+            self.state_label.setText(f"{event.node_id} finished in {event.seconds:.2f} s")
+        elif isinstance(event, NodeFailed):
+            self.state_label.setText(f"{event.node_id} failed: {event.message}")
+
+    def _on_done(self, result: Any) -> None:
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.wait()
+            worker.deleteLater()
+        self.last_result = result
+        self.run_action.setEnabled(True)
+        self.cancel_action.setEnabled(False)
+        if result.status == "finished":
+            self._set_state("finished", f"Finished in {result.total_seconds:.2f} s")
+        elif result.status == "cancelled":
+            self._set_state("cancelled", "Cancelled")
+        elif result.status == "invalid":
+            self._set_state("invalid", "Cannot run: " + "; ".join(str(p) for p in result.problems[:3]))
+        else:
+            self._set_state("failed", f"Failed: {result.failed_node or ''} {result.message}".strip())
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 (Qt override)
+        """Stop a running workflow before the window goes away."""
+        if self.worker is not None:
+            self.worker.cancel()
+            self.worker.wait()
+        super().closeEvent(event)
+
+
+def run_app(file: str | None = None) -> int:
+    """Create the application and the window, open `file` (or the txt2img starter), and run the event loop."""
+    from nodegraph.packs import create_registry
+    from nodegraph.paths import resources_dir
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([APP_NAME])
+    window = MainWindow(create_registry())
+    starter = resources_dir() / "workflows" / "txt2img.json"
+    if file:
+        window.open_file(file)
+    elif starter.is_file():
+        window.open_file(starter)
+        window.path = None
+        window._update_title()
+    window.show()
+    quit_after = os.environ.get("NODEGRAPH_GUI_QUIT_AFTER_MS")  # smoke tests: show the window, then quit
+    if quit_after:
+        QtCore.QTimer.singleShot(int(quit_after), app.quit)
+    return app.exec()
