@@ -16,6 +16,8 @@ from nodegraph.engine.context import RunSettings
 from nodegraph.engine.events import NodeFailed, NodeFinished, NodeStarted, Progress
 from nodegraph.engine.executor import Executor
 from nodegraph.gui.adapter import GraphAdapter
+from nodegraph.gui.recovery import Recovery, RecoveryInfo
+from nodegraph.gui.run_view import RunFeedback
 from nodegraph.gui.worker import RunWorker
 
 APP_NAME = "nodegraph"
@@ -29,7 +31,10 @@ class MainWindow(QtWidgets.QMainWindow):
         super().__init__()
         self.registry = registry
         self.adapter = GraphAdapter(registry, self)
-        self.executor = Executor(registry)
+        from nodegraph.models.discovery import ModelFolders, file_check
+
+        # Validation before each run also reports model files missing from the model folders (torch-free).
+        self.executor = Executor(registry, file_check=file_check(ModelFolders()))
         self.path: Path | None = None
         self.worker: RunWorker | None = None
         self.run_state = "idle"
@@ -39,8 +44,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_actions()
         self.state_label = QtWidgets.QLabel("Ready")
         self.statusBar().addWidget(self.state_label, 1)
-        self.adapter.undo_stack.cleanChanged.connect(lambda clean: self._update_title(not clean))
+        self.feedback = RunFeedback(self)  # node states, problems dock, progress bar, image panel
+        # A bound slot, not a lambda: Qt drops the connection when the window is destroyed.
+        self.adapter.undo_stack.cleanChanged.connect(self._on_clean_changed)
         self._update_title()
+        self.recovery = Recovery(self)  # autosave of unsaved work; offers a crashed session's work back
+        self.recovery.start()
+        self.restored = self.recovery.offer_restore()
 
     # --- actions --------------------------------------------------------------------------------------------------
     def _action(self, menu: QtWidgets.QMenu, text: str, slot: Any, shortcut: Any = None) -> QtGui.QAction:
@@ -73,6 +83,9 @@ class MainWindow(QtWidgets.QMainWindow):
     def modified(self) -> bool:
         """True when there are edits since the last open or save."""
         return not self.adapter.undo_stack.isClean()
+
+    def _on_clean_changed(self, clean: bool) -> None:
+        self._update_title(not clean)
 
     def _update_title(self, modified: bool | None = None) -> None:
         name = self.path.name if self.path else "untitled"
@@ -142,8 +155,16 @@ class MainWindow(QtWidgets.QMainWindow):
         """Run the current workflow on a worker thread (ignored while a run is going)."""
         if self.worker is not None:
             return
-        self.worker = RunWorker(self.executor, self.adapter.to_workflow(), self._run_settings, self)
+        workflow = self.adapter.to_workflow()
+        self.feedback.run_started()
+        problems = self.feedback.check(workflow)  # listed in the problems dock; the run does not start
+        if problems:
+            self._set_state("invalid", f"Cannot run: {len(problems)} problem(s), see Problems")
+            return
+        self.worker = RunWorker(self.executor, workflow, self._run_settings, self)
         self.worker.event.connect(self._on_event)
+        self.worker.event.connect(self.feedback.on_event)
+        self.worker.done.connect(self.feedback.run_done)
         self.worker.done.connect(self._on_done)
         self._set_state("running", "Running…")
         self.run_action.setEnabled(False)
@@ -187,8 +208,36 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self._set_state("failed", f"Failed: {result.failed_node or ''} {result.message}".strip())
 
+    def ask_restore(self, info: RecoveryInfo) -> bool:
+        """Ask whether to restore work left by a session that did not close cleanly (tests monkeypatch this)."""
+        if QtWidgets.QApplication.platformName() == "offscreen":
+            return False  # nobody to ask
+        name = info.path.name if info.path else "an untitled workflow"
+        box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Question, APP_NAME,
+                                    f"{APP_NAME} did not close cleanly last time. Restore the unsaved work on {name}?",
+                                    parent=self)
+        restore = box.addButton("Restore", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Discard", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+        box.exec()
+        return box.clickedButton() is restore
+
+    def ask_save_changes(self) -> str:
+        """Ask what to do with unsaved changes on close: "save", "discard" or "cancel" (tests monkeypatch this)."""
+        if QtWidgets.QApplication.platformName() == "offscreen":
+            return "discard"  # nobody to ask
+        buttons = QtWidgets.QMessageBox.StandardButton
+        answer = QtWidgets.QMessageBox.question(self, APP_NAME, "Save changes before closing?",
+                                                buttons.Save | buttons.Discard | buttons.Cancel, buttons.Save)
+        return {buttons.Save: "save", buttons.Discard: "discard"}.get(answer, "cancel")
+
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 (Qt override)
-        """Stop a running workflow before the window goes away."""
+        """Ask about unsaved changes (Cancel keeps the window), stop a running workflow, end the session cleanly."""
+        if self.modified:
+            answer = self.ask_save_changes()
+            if answer == "cancel" or (answer == "save" and not self.save()):
+                event.ignore()
+                return
+        self.recovery.close_cleanly()
         if self.worker is not None:
             self.worker.cancel()
             self.worker.wait()
@@ -203,7 +252,9 @@ def run_app(file: str | None = None) -> int:
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([APP_NAME])
     window = MainWindow(create_registry())
     starter = resources_dir() / "workflows" / "txt2img.json"
-    if file:
+    if window.restored:  # the user chose to get a crashed session's work back; it wins over FILE
+        pass
+    elif file:
         window.open_file(file)
     elif starter.is_file():
         window.open_file(starter)

@@ -1,0 +1,272 @@
+"""Run feedback in the main window, driven by the worker's event signals.
+
+* per-node state on the canvas: running (highlighted), cached, finished (with its time), failed (red, message in the
+  tooltip); states reset when the next run starts;
+* a problems dock listing validation problems (checked before a run starts) and a failed node's message; clicking a
+  problem selects and centres on its node;
+* a progress bar in the status bar with ``step/total`` and an ETA;
+* the image panel dock: live previews from progress events, the last PNG a node wrote, and the session's history.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from nodegraph.core.graph import Workflow
+from nodegraph.core.validate import Problem, validate
+from nodegraph.engine.events import NodeCached, NodeFailed, NodeFinished, NodeStarted, Progress, RunCancelled
+from nodegraph.gui.image_panel import ImagePanel
+
+#: Node states and how they look: (fill colour, border colour, badge colour); None keeps the node's own colour.
+STATE_LOOK: dict[str, tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int], str]] = {
+    "running": ((40, 90, 140, 255), (80, 200, 255, 255), "#50c8ff"),
+    "cached": (None, (120, 120, 120, 255), "#9a9a9a"),
+    "finished": (None, (90, 200, 110, 255), "#5ac86e"),
+    "failed": ((150, 35, 35, 255), (255, 70, 70, 255), "#ff4646"),
+    "cancelled": (None, (220, 170, 60, 255), "#dcaa3c"),
+}
+
+NODE_ROLE = QtCore.Qt.ItemDataRole.UserRole
+
+
+def format_seconds(seconds: float) -> str:
+    """A short duration: '0.42 s', '12.3 s', '2:05'."""
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d}"
+
+
+class NodeStates:
+    """Shows each node's run state on its NodeGraphQt view without touching the model or the undo stack.
+
+    The view's colours are set directly (the model keeps the user's colours, so saving and copying are unaffected)
+    and a small text badge above the node shows the state or the time; the tooltip holds the detail.
+    """
+
+    def __init__(self, adapter: Any):
+        self.adapter = adapter
+        self.states: dict[str, str] = {}
+        self.tooltips: dict[str, str] = {}
+        self._saved: dict[str, tuple[Any, Any, Any, str]] = {}  # node id -> (view, colour, border, tooltip)
+        self._badges: dict[str, QtWidgets.QGraphicsSimpleTextItem] = {}
+
+    def _view(self, node_id: str) -> Any:
+        try:
+            return self.adapter.view_node(node_id)
+        except KeyError:
+            return None
+
+    def set(self, node_id: str, state: str, text: str = "", tooltip: str = "") -> None:
+        """Show `state` on the node; `text` goes in the badge (the state's name by default), `tooltip` after the
+        node's name in its tooltip."""
+        view = self._view(node_id)
+        if view is None:
+            return
+        item = view.view
+        if node_id not in self._saved or self._saved[node_id][0] is not view:
+            self._saved[node_id] = (view, tuple(item.color), tuple(item.border_color), item.toolTip())
+        fill, border, badge_colour = STATE_LOOK[state]
+        item.color = fill if fill is not None else self._saved[node_id][1]
+        item.border_color = border
+        badge = self._badges.get(node_id)
+        if badge is None or badge.parentItem() is not item:
+            badge = QtWidgets.QGraphicsSimpleTextItem(item)
+            self._badges[node_id] = badge
+        badge.setText(text or state)
+        badge.setBrush(QtGui.QColor(badge_colour))
+        badge.setPos(2, -badge.boundingRect().height() - 2)
+        tip = f"<b>{view.name()}</b> — {state}"
+        if tooltip:
+            tip += "<br/>" + tooltip.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "<br/>")
+        item.setToolTip(tip)
+        self.states[node_id] = state
+        self.tooltips[node_id] = tip
+
+    def reset(self) -> None:
+        """Back to the nodes' own look (before a new run)."""
+        for node_id, (view, colour, border, tooltip) in self._saved.items():
+            try:
+                view.view.color = colour
+                view.view.border_color = border
+                view.view.setToolTip(tooltip)
+                badge = self._badges.get(node_id)
+                if badge is not None and badge.scene() is not None:
+                    badge.scene().removeItem(badge)
+            except RuntimeError:  # the view was deleted with its node
+                pass
+        self._saved.clear()
+        self._badges.clear()
+        self.states.clear()
+        self.tooltips.clear()
+
+    def badge_text(self, node_id: str) -> str:
+        """The text shown above the node ('' when it has no state)."""
+        badge = self._badges.get(node_id)
+        return badge.text() if badge is not None else ""
+
+
+class ProblemsPanel(QtWidgets.QListWidget):
+    """A list of problems; clicking one selects and centres on its node."""
+
+    def __init__(self, adapter: Any, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.adapter = adapter
+        self.itemClicked.connect(self._on_clicked)
+        self.itemActivated.connect(self._on_clicked)
+
+    def add_problem(self, message: str, node_id: str | None = None) -> None:
+        item = QtWidgets.QListWidgetItem(message)
+        item.setData(NODE_ROLE, node_id)
+        item.setToolTip(message)
+        if node_id is not None:
+            item.setForeground(QtGui.QColor("#ff6b6b"))
+        self.addItem(item)
+
+    def messages(self) -> list[str]:
+        return [self.item(i).text() for i in range(self.count())]
+
+    def select_node(self, node_id: str) -> bool:
+        """Select only `node_id` and centre the canvas on it; False when it is not on the canvas."""
+        try:
+            view = self.adapter.view_node(node_id)
+        except KeyError:
+            return False
+        graph = self.adapter.graph
+        graph.clear_selection()
+        view.set_selected(True)
+        graph.center_on([view])
+        return True
+
+    def _on_clicked(self, item: QtWidgets.QListWidgetItem) -> None:
+        node_id = item.data(NODE_ROLE)
+        if node_id:
+            self.select_node(node_id)
+
+
+class RunProgress(QtWidgets.QProgressBar):
+    """The status-bar progress bar: ``node step/total · ETA``; hidden until a node reports progress."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setMaximumWidth(320)
+        self.setTextVisible(True)
+        self.hide()
+        self._node: str | None = None
+        self._started = 0.0
+
+    def start_node(self, node_id: str) -> None:
+        self._node = node_id
+        self._started = time.perf_counter()
+
+    def update_progress(self, node_id: str, step: int, total: int) -> None:
+        if node_id != self._node:
+            self.start_node(node_id)
+        total = max(int(total), 1)
+        step = max(0, min(int(step), total))
+        self.setRange(0, total)
+        self.setValue(step)
+        elapsed = time.perf_counter() - self._started
+        if step >= total:
+            eta = "done"
+        elif step > 0:
+            eta = "ETA " + format_seconds(elapsed / step * (total - step))
+        else:
+            eta = "ETA …"
+        self.setFormat(f"{node_id} {step}/{total} · {eta}")
+        self.show()
+
+    def reset_run(self) -> None:
+        self._node = None
+        self.reset()
+        self.hide()
+
+
+class RunFeedback(QtCore.QObject):
+    """Owns the run feedback widgets of a main window (which must have `adapter` and `executor`)."""
+
+    def __init__(self, window: QtWidgets.QMainWindow):
+        super().__init__(window)
+        self.window = window
+        adapter = window.adapter  # type: ignore[attr-defined]
+        self.adapter = adapter
+        self.nodes = NodeStates(adapter)
+        self.problems = ProblemsPanel(adapter)
+        self.problems_dock = QtWidgets.QDockWidget("Problems", window)
+        self.problems_dock.setObjectName("problems_dock")
+        self.problems_dock.setWidget(self.problems)
+        window.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, self.problems_dock)
+        self.image_panel = ImagePanel()
+        self.image_dock = QtWidgets.QDockWidget("Image", window)
+        self.image_dock.setObjectName("image_dock")
+        self.image_dock.setWidget(self.image_panel)
+        window.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, self.image_dock)
+        self.progress = RunProgress()
+        window.statusBar().addPermanentWidget(self.progress)
+
+    # --- before a run -----------------------------------------------------------------------------------------------
+    def check(self, workflow: Workflow) -> list[Problem]:
+        """Validate `workflow` and list its problems (empty: it may run)."""
+        executor = getattr(self.window, "executor", None)
+        problems = validate(workflow, self.adapter.registry, file_check=getattr(executor, "file_check", None))
+        self.problems.clear()
+        self.show_problems(problems)
+        return problems
+
+    def show_problems(self, problems: list[Any]) -> None:
+        for problem in problems:
+            self.problems.add_problem(str(problem), getattr(problem, "node_id", None))
+        if problems:
+            self.problems_dock.show()
+            self.problems_dock.raise_()
+
+    def run_started(self) -> None:
+        """A new run: clear the previous run's node states, problems and progress."""
+        self.nodes.reset()
+        self.problems.clear()
+        self.progress.reset_run()
+
+    # --- during a run -----------------------------------------------------------------------------------------------
+    def on_event(self, event: Any) -> None:
+        """Slot for the worker's `event` signal (UI thread)."""
+        if isinstance(event, NodeStarted):
+            self.nodes.set(event.node_id, "running", "running…")
+            self.progress.start_node(event.node_id)
+        elif isinstance(event, Progress):
+            self.progress.update_progress(event.node_id, event.step, event.total)
+            if event.preview is not None:
+                self.image_panel.show_preview(event.preview, f"Preview: {event.node_id} {event.step}/{event.total}")
+        elif isinstance(event, NodeCached):
+            self.nodes.set(event.node_id, "cached", "cached", "result reused from the cache")
+        elif isinstance(event, NodeFinished):
+            took = format_seconds(event.seconds)
+            self.nodes.set(event.node_id, "finished", took, f"finished in {took}")
+            self.show_files(event.files)
+        elif isinstance(event, NodeFailed):
+            self.nodes.set(event.node_id, "failed", "failed", event.message)
+            self.problems.add_problem(f"node {event.node_id!r} failed: {event.message}", event.node_id)
+            self.problems_dock.show()
+            self.problems_dock.raise_()
+        elif isinstance(event, RunCancelled) and event.node_id:
+            self.nodes.set(event.node_id, "cancelled", "cancelled")
+
+    def show_files(self, files: Any) -> None:
+        """Put every PNG in `files` in the history and show the last one."""
+        for path in files:
+            if Path(path).suffix.lower() == ".png":
+                self.image_panel.add_output(path)
+
+    def run_done(self, result: Any) -> None:
+        """Slot for the worker's `done` signal: list what the events did not (invalid runs, failures to start)."""
+        if result.status == "invalid":
+            self.problems.clear()
+            self.show_problems(list(result.problems))
+        elif result.status == "failed" and not result.failed_node and result.message:
+            self.problems.add_problem(f"run failed: {result.message}")
+            self.problems_dock.show()
