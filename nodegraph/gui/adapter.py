@@ -30,6 +30,9 @@ class CanvasGraph(NodeGraph):
         super()._on_connection_changed(disconnected, connected)
 
 
+MODE_COLOURS = {"bypass": (110, 50, 150, 255)}
+
+
 def _number(value: float) -> float | int:
     value = round(float(value), 2)
     return int(value) if value.is_integer() else value
@@ -127,6 +130,26 @@ class GraphAdapter(QtCore.QObject):
             raise ValueError(f"{node_id}.{name}: {problem}")
         self._views[node_id].set_property(PROP_PREFIX + name, to_widget(spec, value), push_undo=True)
 
+    def selected_ids(self) -> list[str]:
+        """Core ids of the nodes selected on the canvas."""
+        return [self._ids[v.id] for v in self.graph.selected_nodes() if self._ids.get(v.id) in self.workflow]
+
+    def show_mode(self, node_id: str) -> None:
+        """Show a node's mode: bypassed nodes purple and see-through, muted ones greyed out with a cross."""
+        view = self._views.get(node_id)
+        node = self.workflow.nodes.get(node_id)
+        if view is None or node is None:
+            return
+        item = view.view
+        if not hasattr(item, "_mode_colour"):
+            item._mode_colour = tuple(item.color)
+        if node.mode == "bypass" and tuple(item.color) != MODE_COLOURS["bypass"]:
+            item._mode_colour = tuple(item.color)
+        item.color = MODE_COLOURS["bypass"] if node.mode == "bypass" else item._mode_colour
+        item.setOpacity(0.55 if node.mode == "bypass" else 1.0)
+        item.disabled = node.mode == "mute"
+        item.update()
+
     def undo(self) -> None:
         """Undo the last edit."""
         self.undo_stack.undo()
@@ -154,6 +177,8 @@ class GraphAdapter(QtCore.QObject):
                                               pos=[float(pos[0]), float(pos[1])], selected=False, push_undo=False)
                 self._bind(node.id, view)
                 self._show_values(node)
+                if node.mode != "normal":
+                    self.show_mode(node.id)
             for link in workflow.links:
                 if link.from_node in self._views and link.to_node in self._views:
                     out_port = self._views[link.from_node].outputs().get(link.from_output)
@@ -218,6 +243,8 @@ class GraphAdapter(QtCore.QObject):
         self._syncing = True
         try:
             self._show_values(node)
+            if node.mode != "normal":
+                self.show_mode(node.id)
         finally:
             self._syncing = False
         self.changed.emit()

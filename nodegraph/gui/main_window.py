@@ -16,6 +16,9 @@ from nodegraph.engine.context import RunSettings
 from nodegraph.engine.events import NodeFailed, NodeFinished, NodeStarted, Progress
 from nodegraph.engine.executor import Executor
 from nodegraph.gui.adapter import GraphAdapter
+from nodegraph.gui.edit_actions import EditActions, RunQueue
+from nodegraph.gui.palette import install_node_tools
+from nodegraph.gui.properties import apply_seed_controls
 from nodegraph.gui.recovery import Recovery, RecoveryInfo
 from nodegraph.gui.run_view import RunFeedback
 from nodegraph.gui.worker import RunWorker
@@ -45,6 +48,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.state_label = QtWidgets.QLabel("Ready")
         self.statusBar().addWidget(self.state_label, 1)
         self.feedback = RunFeedback(self)  # node states, problems dock, progress bar, image panel
+        self.edit_actions = EditActions(self)  # copy/paste, duplicate, delete, bypass, mute, framing, layout
+        self.run_queue = RunQueue(self)  # Queue ×N next to Run
+        self.palette, self.quick_search, self.properties = install_node_tools(self)  # node docks, Tab search
         # A bound slot, not a lambda: Qt drops the connection when the window is destroyed.
         self.adapter.undo_stack.cleanChanged.connect(self._on_clean_changed)
         self._update_title()
@@ -161,18 +167,26 @@ class MainWindow(QtWidgets.QMainWindow):
         if problems:
             self._set_state("invalid", f"Cannot run: {len(problems)} problem(s), see Problems")
             return
+        self.run_queue.fill(workflow)  # Queue ×N: N snapshots, run one after another
+        self._start_next()
+
+    def _start_next(self) -> None:
+        workflow = self.run_queue.next()
+        if workflow is None:
+            return
         self.worker = RunWorker(self.executor, workflow, self._run_settings, self)
         self.worker.event.connect(self._on_event)
         self.worker.event.connect(self.feedback.on_event)
         self.worker.done.connect(self.feedback.run_done)
         self.worker.done.connect(self._on_done)
-        self._set_state("running", "Running…")
+        self._set_state("running", "Running…" if self.run_queue.total <= 1 else self.run_queue.running_text())
         self.run_action.setEnabled(False)
         self.cancel_action.setEnabled(True)
         self.worker.start()
 
     def cancel_run(self) -> None:
-        """Ask the running workflow to stop."""
+        """Ask the running workflow to stop; the jobs still queued are dropped."""
+        self.run_queue.clear()
         if self.worker is not None:
             self.worker.cancel()
             self._set_state("cancelling", "Cancelling…")
@@ -201,12 +215,17 @@ class MainWindow(QtWidgets.QMainWindow):
         self.cancel_action.setEnabled(False)
         if result.status == "finished":
             self._set_state("finished", f"Finished in {result.total_seconds:.2f} s")
+            apply_seed_controls(self.adapter)  # each seed's fixed / increment / randomize-after-run
         elif result.status == "cancelled":
             self._set_state("cancelled", "Cancelled")
         elif result.status == "invalid":
             self._set_state("invalid", "Cannot run: " + "; ".join(str(p) for p in result.problems[:3]))
         else:
             self._set_state("failed", f"Failed: {result.failed_node or ''} {result.message}".strip())
+        self.run_queue.record(result)
+        if self.run_queue.pending and result.status != "cancelled":  # Queue ×N: the next snapshot
+            self.feedback.run_started()
+            self._start_next()
 
     def ask_restore(self, info: RecoveryInfo) -> bool:
         """Ask whether to restore work left by a session that did not close cleanly (tests monkeypatch this)."""
