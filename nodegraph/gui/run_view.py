@@ -202,6 +202,8 @@ class RunFeedback(QtCore.QObject):
         self.problems_dock.setObjectName("problems_dock")
         self.problems_dock.setWidget(self.problems)
         window.addDockWidget(QtCore.Qt.DockWidgetArea.BottomDockWidgetArea, self.problems_dock)
+        # A short strip under the canvas: the canvas keeps most of the window.
+        window.resizeDocks([self.problems_dock], [110], QtCore.Qt.Orientation.Vertical)
         self.image_panel = ImagePanel()
         self.image_dock = QtWidgets.QDockWidget("Image", window)
         self.image_dock.setObjectName("image_dock")
