@@ -16,6 +16,7 @@ from nodegraph.engine.context import RunSettings
 from nodegraph.engine.events import NodeFailed, NodeFinished, NodeStarted, Progress
 from nodegraph.engine.executor import Executor
 from nodegraph.gui.adapter import GraphAdapter
+from nodegraph.gui.drops import DropHandler
 from nodegraph.gui.edit_actions import EditActions, RunQueue
 from nodegraph.gui.palette import install_node_tools
 from nodegraph.gui.properties import apply_seed_controls
@@ -47,6 +48,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._build_actions()
         self.state_label = QtWidgets.QLabel("Ready")
         self.statusBar().addWidget(self.state_label, 1)
+        self.drops = DropHandler(self)  # workflow JSON, PNGs with a workflow, model files
         self.feedback = RunFeedback(self)  # node states, problems dock, progress bar, image panel
         self.edit_actions = EditActions(self)  # copy/paste, duplicate, delete, bypass, mute, framing, layout
         self.run_queue = RunQueue(self)  # Queue ×N next to Run
