@@ -2,24 +2,14 @@
 
 from pathlib import Path
 
-import pytest
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from nodegraph.core.workflow_io import dumps, load
-from nodegraph.engine.context import RunSettings
 from nodegraph.gui.drops import handle_drop
-from nodegraph.gui.main_window import MainWindow
 from nodegraph.images import workflow_chunks, write_png
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTER = ROOT / "resources" / "workflows" / "txt2img.json"
-
-
-@pytest.fixture
-def window(qtbot, registry, tmp_path):
-    win = MainWindow(registry, settings=RunSettings(output_dir=tmp_path / "out"))
-    qtbot.addWidget(win)
-    return win
 
 
 def saved_png(tmp_path, workflow):

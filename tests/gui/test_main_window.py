@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from nodegraph.core.workflow_io import load
 from nodegraph.engine.context import RunSettings
 from nodegraph.gui.main_window import MainWindow
@@ -15,13 +13,6 @@ from nodegraph.packs import create_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTER = ROOT / "resources" / "workflows" / "txt2img.json"
-
-
-@pytest.fixture
-def window(qtbot, registry, tmp_path):
-    win = MainWindow(registry, settings=RunSettings(output_dir=tmp_path / "out"))
-    qtbot.addWidget(win)
-    return win
 
 
 def test_save_then_open_round_trips_the_core_graph(window, tmp_path):

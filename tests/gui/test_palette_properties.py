@@ -3,19 +3,9 @@
 import random
 from types import SimpleNamespace
 
-import pytest
 from PySide6 import QtCore, QtWidgets
 
-from nodegraph.engine.context import RunSettings
-from nodegraph.gui.main_window import MainWindow
 from nodegraph.gui.properties import apply_seed_controls, next_seed
-
-
-@pytest.fixture
-def window(qtbot, registry, tmp_path):
-    win = MainWindow(registry, settings=RunSettings(output_dir=tmp_path / "out"))
-    qtbot.addWidget(win)
-    return win
 
 
 def test_palette_search_filters_by_name_type_and_description(window):
