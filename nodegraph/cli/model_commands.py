@@ -10,16 +10,13 @@ from typing import Any
 
 from nodegraph.cli import codes
 
-#: Pickled files above this size are listed without being identified (identifying them means unpickling GBs).
-LIST_PICKLE_LIMIT = 256 * 1024**2
-
 
 def models_command(args: argparse.Namespace) -> int:
     """List the model files found in every model folder, by kind, with their family."""
     from nodegraph.models.discovery import KIND_FOLDERS, ModelFolders
     from nodegraph.models.errors import ModelError
     from nodegraph.models.identify import identify
-    from nodegraph.models.safe_load import SAFETENSORS_SUFFIXES
+    from nodegraph.models.safe_load import is_large_pickle
 
     folders = ModelFolders([Path(d) for d in args.models_dir])
     report: dict[str, Any] = {}
@@ -28,8 +25,7 @@ def models_command(args: argparse.Namespace) -> int:
         for name in folders.list(kind):
             path = folders.resolve(kind, name)
             item: dict[str, Any] = {"name": name, "path": str(path)}
-            if path.is_file() and path.suffix.lower() not in SAFETENSORS_SUFFIXES \
-                    and path.stat().st_size > LIST_PICKLE_LIMIT:
+            if is_large_pickle(path):
                 item.update(kind=None, family="unknown", note="large pickle: run `nodegraph inspect` to identify it")
             else:
                 try:

@@ -13,7 +13,7 @@ from nodegraph.models.discovery import ModelFolders
 from nodegraph.models.errors import ModelError
 from nodegraph.models.families import FAMILIES
 from nodegraph.models.identify import ModelInfo, identify
-from nodegraph.models.safe_load import SAFETENSORS_SUFFIXES
+from nodegraph.models.safe_load import is_large_pickle
 
 #: add-on node type → (its file input, folder kind, the input leading back to the checkpoint, what it is)
 ADDON_NODES = {
@@ -21,8 +21,6 @@ ADDON_NODES = {
     "LoadEmbedding": ("embedding_name", "embeddings", "clip", "embedding"),
     "LoadHypernetwork": ("hypernetwork_name", "hypernetworks", "model", "hypernetwork"),
 }
-#: pickled checkpoints above this size are not unpickled just to compare families (the run still checks them)
-_PICKLE_LIMIT = 256 * 1024**2
 
 
 def family_problems(workflow: Workflow, registry: NodeRegistry, folders: ModelFolders) -> list[Problem]:
@@ -76,10 +74,8 @@ def _info(cache: dict[Path, ModelInfo | None], folders: ModelFolders, kind: str,
     except ModelError:
         return None  # reported as a missing file by validation
     if path not in cache:
-        big_pickle = path.is_file() and path.suffix.lower() not in SAFETENSORS_SUFFIXES \
-            and path.stat().st_size > _PICKLE_LIMIT
-        try:
-            cache[path] = None if big_pickle else identify(path)
+        try:  # a multi-GB pickle is not unpickled just to compare families: the run checks it
+            cache[path] = None if is_large_pickle(path) else identify(path)
         except ModelError:
             cache[path] = None  # the loader node reports an unreadable file when it runs
     return cache[path]

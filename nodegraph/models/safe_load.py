@@ -50,6 +50,16 @@ class SafetensorsHeader:
     file_bytes: int = 0
 
 
+#: Identifying a pickled file means unpickling it whole; listings and pre-flight checks skip pickles above this size.
+LARGE_PICKLE_BYTES = 256 * 1024**2
+
+
+def is_large_pickle(path: Path) -> bool:
+    """True for a pickled model file too big to unpickle just to say what it is (a multi-GB ``.ckpt``)."""
+    return path.is_file() and path.suffix.lower() not in SAFETENSORS_SUFFIXES \
+        and path.stat().st_size > LARGE_PICKLE_BYTES
+
+
 def read_safetensors_header(path: str | Path) -> SafetensorsHeader:
     """Parse a safetensors header without loading any weight; every inconsistency is a CorruptModelError.
 
