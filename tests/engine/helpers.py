@@ -32,3 +32,8 @@ def chain(value=3, factor=2):
     wf.connect("s", "VALUE", "a", "a")
     wf.connect("a", "SUM", "c", "value")
     return wf
+
+
+def collect_value(result, node_id="c"):
+    """The value a Collect node received in a finished run."""
+    return result.outputs[node_id]["VALUE"]
