@@ -5,7 +5,8 @@
 * a problems dock listing validation problems (checked before a run starts) and a failed node's message; clicking a
   problem selects and centres on its node;
 * a progress bar in the status bar with ``step/total`` and an ETA;
-* the image panel dock: live previews from progress events, the last PNG a node wrote, and the session's history.
+* the image panel dock: live previews from progress events, the last PNG a node wrote, and the session's history;
+  its "Load workflow" restores an image's embedded workflow the way dropping the PNG on the window does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from nodegraph.core.graph import Workflow
 from nodegraph.core.validate import Problem, validate
 from nodegraph.engine.events import NodeCached, NodeFailed, NodeFinished, NodeStarted, Progress, RunCancelled
+from nodegraph.gui.drops import handle_drop
 from nodegraph.gui.image_panel import ImagePanel
 
 #: Node states and how they look: (fill colour, border colour, badge colour); None keeps the node's own colour.
@@ -205,12 +207,26 @@ class RunFeedback(QtCore.QObject):
         # A short strip under the canvas: the canvas keeps most of the window.
         window.resizeDocks([self.problems_dock], [110], QtCore.Qt.Orientation.Vertical)
         self.image_panel = ImagePanel()
+        self.image_panel.message.connect(self.show_message)
+        self.image_panel.workflow_requested.connect(self.load_image_workflow)
         self.image_dock = QtWidgets.QDockWidget("Image", window)
         self.image_dock.setObjectName("image_dock")
         self.image_dock.setWidget(self.image_panel)
         window.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, self.image_dock)
         self.progress = RunProgress()
         window.statusBar().addPermanentWidget(self.progress)
+
+    def show_message(self, text: str) -> None:
+        """Show a short message in the window's status bar (the run state label)."""
+        self.window.state_label.setText(text)  # type: ignore[attr-defined]
+
+    def load_image_workflow(self, path: str) -> list[str]:
+        """Replace the canvas with the workflow embedded in the PNG at `path`, exactly as dropping it does; returns
+        the problems (already shown in the status bar)."""
+        problems = handle_drop(self.window, [Path(path)])
+        if not problems:
+            self.show_message(f"Loaded the workflow saved in {Path(path).name}")
+        return problems
 
     # --- before a run -----------------------------------------------------------------------------------------------
     def check(self, workflow: Workflow) -> list[Problem]:
