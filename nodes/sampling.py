@@ -26,7 +26,8 @@ def _check(seed, steps, cfg, sampler_name, scheduler, denoise):
                           tooltip="below 1: keep part of the input latent (image to image strength)")],
       outputs=[Output("LATENT", PortType.LATENT)], check=_check)
 def unet_sampler(ctx, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, denoise):
-    """Run the sampler; report each step (with a cheap preview) and stop within one step when cancelled."""
+    """Run the sampler; report each step (with a cheap preview unless previews are off) and stop within one step
+    when cancelled."""
     import torch
 
     from nodegraph.models.handles import GenerationInfo, Latent
@@ -56,7 +57,7 @@ def unet_sampler(ctx, model, positive, negative, latent_image, seed, steps, cfg,
         init_latents = init_latents * (scale / latent_image.scale)
 
     def progress(step, total, latents):
-        ctx.progress(step, total, preview=latent_preview(latents, family.base))
+        ctx.progress(step, total, preview=latent_preview(latents, family.base) if ctx.previews else None)
 
     with ctx.models.use(checkpoint.unet) as device, \
             applied_loras(model.loras, family, checkpoint.unet, checkpoint.text_encoders), \

@@ -41,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override an input value; repeatable")
     run.add_argument("--sweep", action="append", default=[], metavar="NODE.INPUT=V1,V2,...",
                      help="run once per value (several sweeps multiply), reusing the cache; repeatable")
-    run.add_argument("--output-dir", metavar="DIR", help="where output nodes write files "
-                                                         "(default: the data folder's output/)")
+    run.add_argument("--output-dir", metavar="DIR", help="where output nodes write files (default: the app settings' "
+                                                         "output folder, else the data folder's output/)")
     _add_models_dir(run)
-    run.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")
+    run.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default: the app settings' "
+                                                        "device, else auto)")
     run.add_argument("--json", action="store_true", help="print one JSON object describing the runs on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress output on stderr")
 
@@ -68,8 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "checkpoint (written once): proves the pipeline works")
     demo.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
                       help="override an input value; repeatable")
-    demo.add_argument("--output-dir", metavar="DIR", help="where the image goes (default: the data folder's output/)")
-    demo.add_argument("--device", default="auto", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")
+    demo.add_argument("--output-dir", metavar="DIR", help="where the image goes (default: the app settings' output "
+                                                          "folder, else the data folder's output/)")
+    demo.add_argument("--device", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps (default: the app "
+                                                         "settings' device, else auto)")
     demo.add_argument("--json", action="store_true", help="print one JSON object describing the run on stdout")
     demo.add_argument("--quiet", action="store_true", help="no progress output on stderr")
     return parser
@@ -77,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_models_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-dir", action="append", default=[], metavar="DIR",
-                        help="an extra model folder (AUTOMATIC1111, ComfyUI or plain); repeatable")
+                        help="an extra model folder (AUTOMATIC1111, ComfyUI or plain), searched before the model "
+                             "folders added in the app's settings; repeatable")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

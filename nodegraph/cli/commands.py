@@ -16,6 +16,7 @@ from nodegraph.core.schema import InputSpec, NodeDef
 from nodegraph.core.validate import validate
 from nodegraph.core.workflow_io import load
 from nodegraph.packs import create_registry
+from nodegraph.settings import AppSettings
 
 
 def load_registry(args: argparse.Namespace) -> NodeRegistry:
@@ -26,6 +27,21 @@ def load_registry(args: argparse.Namespace) -> NodeRegistry:
         if args.debug and problem.details:
             print(problem.details, file=sys.stderr)
     return registry
+
+
+def user_settings() -> AppSettings:
+    """The app's settings (shared with the desktop app); a damaged settings file is a warning on stderr."""
+    settings = AppSettings.load()
+    if settings.problem:
+        print(f"nodegraph: warning: {settings.problem}", file=sys.stderr)
+    return settings
+
+
+def model_dirs(args: argparse.Namespace, settings: AppSettings) -> list[str]:
+    """The model folders to search: each ``--models-dir`` first, then those added in the app's settings (so a folder
+    added in the app is found by the command line too)."""
+    given = [str(Path(d).expanduser()) for d in args.models_dir]
+    return given + [str(root) for root in settings.model_root_paths() if str(root) not in given]
 
 
 def check_workflow(workflow, registry, models_dirs: list[str]) -> list:
@@ -59,7 +75,7 @@ def validate_command(args: argparse.Namespace) -> int:
     except WorkflowError as error:
         print(error)
         return codes.INVALID
-    problems = check_workflow(workflow, registry, args.models_dir)
+    problems = check_workflow(workflow, registry, model_dirs(args, user_settings()))
     for problem in problems:
         print(f"{args.workflow}: {problem}")
     if problems:

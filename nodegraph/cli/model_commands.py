@@ -12,13 +12,15 @@ from nodegraph.cli import codes
 
 
 def models_command(args: argparse.Namespace) -> int:
-    """List the model files found in every model folder, by kind, with their family."""
+    """List the model files found in every model folder (``--models-dir``, then the app settings' folders), by kind,
+    with their family."""
+    from nodegraph.cli.commands import model_dirs, user_settings
     from nodegraph.models.discovery import KIND_FOLDERS, ModelFolders
     from nodegraph.models.errors import ModelError
     from nodegraph.models.identify import identify
     from nodegraph.models.safe_load import is_large_pickle
 
-    folders = ModelFolders([Path(d) for d in args.models_dir])
+    folders = ModelFolders([Path(d) for d in model_dirs(args, user_settings())])
     report: dict[str, Any] = {}
     for kind in KIND_FOLDERS:
         items = []

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.cli import codes
-from nodegraph.cli.commands import check_workflow, load_registry
+from nodegraph.cli.commands import check_workflow, load_registry, model_dirs, user_settings
 from nodegraph.cli.overrides import UsageError, apply_overrides, override_sets
 from nodegraph.cli.progress import ProgressPrinter
 from nodegraph.core.migrations import upgrade_node_versions
@@ -20,22 +20,28 @@ from nodegraph.engine.cancel import CancelToken
 from nodegraph.engine.context import RunSettings
 from nodegraph.engine.events import null_sink
 from nodegraph.engine.executor import Executor, RunResult
-from nodegraph.paths import default_output_dir
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Load, override, validate every run up front, then run them in one process sharing the cache."""
-    if not _DEVICE.match(args.device):
+    """Load, override, validate every run up front, then run them in one process sharing the cache.
+
+    What the options leave open comes from the app's settings: the model folders (searched after ``--models-dir``),
+    the output folder, the device and the precision.
+    """
+    if args.device is not None and not _DEVICE.match(args.device):
         raise UsageError(f"--device {args.device!r}: expected auto, cpu, cuda, cuda:N or mps")
+    app_settings = user_settings()
+    device = args.device or app_settings.device
+    models_dirs = tuple(Path(d) for d in model_dirs(args, app_settings))
     registry = load_registry(args)
     workflow = load(args.workflow)
     upgrade_node_versions(workflow, registry)
     runs = override_sets(workflow, registry, args.set, args.sweep)
     workflows = [apply_overrides(workflow, overrides) for overrides in runs]
     for index, candidate in enumerate(workflows):
-        problems = check_workflow(candidate, registry, args.models_dir)
+        problems = check_workflow(candidate, registry, [str(d) for d in models_dirs])
         if problems:
             label = f" (run {index + 1}: {_describe(runs[index])})" if len(runs) > 1 else ""
             for problem in problems:
@@ -44,12 +50,13 @@ def run_command(args: argparse.Namespace) -> int:
     from nodegraph.models.discovery import ModelFolders
     from nodegraph.models.manager import ModelManager
 
-    models_dirs = tuple(Path(d) for d in args.models_dir)
     settings = RunSettings(
-        output_dir=Path(args.output_dir) if args.output_dir else default_output_dir(),
+        output_dir=Path(args.output_dir).expanduser() if args.output_dir else app_settings.output_folder(),
         models_dirs=models_dirs,
-        device=args.device,
-        services={"models": ModelManager(ModelFolders(list(models_dirs)), device=args.device)},
+        device=device,
+        previews=False,  # nobody shows preview images on a terminal: save the work
+        services={"models": ModelManager(ModelFolders(list(models_dirs)), device=device,
+                                         precision=app_settings.precision)},
     )
     executor = Executor(registry, sink=null_sink if args.quiet else ProgressPrinter(sys.stderr))
     cancel = CancelToken()

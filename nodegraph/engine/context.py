@@ -24,12 +24,15 @@ class RunSettings:
         output_dir: where output nodes write files (None: the node must refuse to write).
         models_dirs: extra model folders given by the user (the model layer adds its own defaults).
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        previews: whether long nodes build preview images for their progress events (off: progress only, which
+            saves the work when nobody shows them).
         services: long-lived helpers by name, such as ``"models"`` (the model cache), owned by the application.
     """
 
     output_dir: Path | None = None
     models_dirs: tuple[Path, ...] = ()
     device: str = "auto"
+    previews: bool = True
     services: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -56,6 +59,11 @@ class ExecutionContext:
     def device(self) -> str:
         """The device the user asked for ("auto", "cpu", "cuda:0", …)."""
         return self.settings.device
+
+    @property
+    def previews(self) -> bool:
+        """Whether progress reports should carry a preview image (the user may turn live previews off)."""
+        return self.settings.previews
 
     @property
     def models(self) -> Any:

@@ -23,12 +23,13 @@ MODEL_LOADERS = {
 }
 
 
-def model_name(path: Path, folder_kind: str) -> str:
-    """How a workflow names `path`: relative to the model folder holding it, else its absolute path."""
+def model_name(path: Path, folder_kind: str, folders: Any = None) -> str:
+    """How a workflow names `path`: relative to the model folder holding it (of `folders`, a ModelFolders; the
+    default folders when None), else its absolute path."""
     from nodegraph.models.discovery import ModelFolders
 
     resolved = path.resolve()
-    for folder in ModelFolders().folders(folder_kind):
+    for folder in (folders or ModelFolders()).folders(folder_kind):
         if resolved.is_relative_to(folder.resolve()):
             return resolved.relative_to(folder.resolve()).as_posix()
     return str(resolved)
@@ -68,7 +69,7 @@ def _add_loader(window: Any, path: Path, pos: tuple[float, float]) -> None:
     node_type, input_name, folder_kind = MODEL_LOADERS[info.kind]
     node_def = window.registry[node_type]
     inputs = {spec.name: spec.default for spec in node_def.literal_inputs if spec.default is not None}
-    inputs[input_name] = model_name(path, folder_kind)
+    inputs[input_name] = model_name(path, folder_kind, getattr(window, "model_folders", None))
     window.adapter.add_node(node_type, pos, inputs=inputs)
 
 

@@ -20,43 +20,60 @@ from nodegraph.gui.drops import DropHandler
 from nodegraph.gui.edit_actions import EditActions, RunQueue
 from nodegraph.gui.palette import install_node_tools
 from nodegraph.gui.properties import apply_seed_controls
+from nodegraph.gui.recent_files import RecentFilesMenu
 from nodegraph.gui.recovery import Recovery, RecoveryInfo
 from nodegraph.gui.run_view import RunFeedback
+from nodegraph.gui.settings_dialog import SettingsDialog
+from nodegraph.gui.status_bar import StatusInfo
 from nodegraph.gui.worker import RunWorker
+from nodegraph.settings import AppSettings
 
 APP_NAME = "nodegraph"
 
 
 class MainWindow(QtWidgets.QMainWindow):
-    """The app window. `settings` overrides the run settings (tests); by default the model manager is created
-    lazily on the worker thread at the first run, so torch is never imported before the window shows."""
+    """The app window. `app_settings` are the user's settings (read from the settings file when omitted);
+    `settings` overrides the run settings they would give (tests). By default the model manager is created lazily on
+    the worker thread at the first run, so torch is never imported before the window shows."""
 
-    def __init__(self, registry: NodeRegistry, settings: RunSettings | None = None):
+    def __init__(self, registry: NodeRegistry, settings: RunSettings | None = None,
+                 app_settings: AppSettings | None = None):
         super().__init__()
         self.registry = registry
+        self.app_settings = app_settings if app_settings is not None else AppSettings.load()
         self.adapter = GraphAdapter(registry, self)
         from nodegraph.models.discovery import ModelFolders, file_check
 
         # Validation before each run also reports model files missing from the model folders (torch-free).
-        self.executor = Executor(registry, file_check=file_check(ModelFolders()))
+        models = settings.services.get("models") if settings is not None else None
+        # An overriding run manager (tests) is the one whose folders the run loads from: validate against those.
+        self.model_folders = models.folders if models is not None else ModelFolders(
+            self.app_settings.model_root_paths())
+        self.executor = Executor(registry, file_check=file_check(self.model_folders))
         self.path: Path | None = None
         self.worker: RunWorker | None = None
         self.run_state = "idle"
         self._settings = settings
+        self._models: Any = None  # the ModelManager of the runs, and the settings it was made for
+        self._models_key: tuple | None = None
         self.setCentralWidget(self.adapter.graph.widget)
         self.resize(1400, 800)
         self._build_actions()
         self.state_label = QtWidgets.QLabel("Ready")
         self.statusBar().addWidget(self.state_label, 1)
+        if self.app_settings.problem:  # a damaged settings file: the defaults are in use
+            self.state_label.setText(f"Settings: {self.app_settings.problem}")
         self.drops = DropHandler(self)  # workflow JSON, PNGs with a workflow, model files
         self.feedback = RunFeedback(self)  # node states, problems dock, progress bar, image panel
+        self.status_info = StatusInfo(self)  # device and memory in the status bar
         self.edit_actions = EditActions(self)  # copy/paste, duplicate, delete, bypass, mute, framing, layout
         self.run_queue = RunQueue(self)  # Queue ×N next to Run
         self.palette, self.quick_search, self.properties = install_node_tools(self)  # node docks, Tab search
         # A bound slot, not a lambda: Qt drops the connection when the window is destroyed.
         self.adapter.undo_stack.cleanChanged.connect(self._on_clean_changed)
         self._update_title()
-        self.recovery = Recovery(self)  # autosave of unsaved work; offers a crashed session's work back
+        # autosave of unsaved work; offers a crashed session's work back
+        self.recovery = Recovery(self, interval_s=self.app_settings.autosave_seconds)
         self.recovery.start()
         self.restored = self.recovery.offer_restore()
 
@@ -74,6 +91,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu = bar.addMenu("&File")
         self._action(file_menu, "&New", self.new_workflow, QtGui.QKeySequence.StandardKey.New)
         self._action(file_menu, "&Open…", self._open_dialog, QtGui.QKeySequence.StandardKey.Open)
+        self.recent_files = RecentFilesMenu(self, file_menu.addMenu("Open &Recent"))
         self._action(file_menu, "&Save", self.save, QtGui.QKeySequence.StandardKey.Save)
         self._action(file_menu, "Save &As…", self._save_as_dialog, QtGui.QKeySequence.StandardKey.SaveAs)
         file_menu.addSeparator()
@@ -81,6 +99,9 @@ class MainWindow(QtWidgets.QMainWindow):
         edit_menu = bar.addMenu("&Edit")
         self.undo_action = self._action(edit_menu, "&Undo", self.adapter.undo, QtGui.QKeySequence.StandardKey.Undo)
         self.redo_action = self._action(edit_menu, "&Redo", self.adapter.redo, QtGui.QKeySequence.StandardKey.Redo)
+        edit_menu.addSeparator()
+        self.settings_action = self._action(edit_menu, "Se&ttings…", self.show_settings, "Ctrl+,")
+        self.settings_action.setMenuRole(QtGui.QAction.MenuRole.PreferencesRole)
         run_menu = bar.addMenu("&Run")
         self.run_action = self._action(run_menu, "&Run", self.run_workflow, "Ctrl+Return")
         self.cancel_action = self._action(run_menu, "&Cancel", self.cancel_run, "Esc")
@@ -108,8 +129,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.path = None
         self._update_title()
 
-    def open_file(self, path: str | Path) -> bool:
-        """Open a workflow file; False (with a message in the status bar) when it cannot be read."""
+    def open_file(self, path: str | Path, remember: bool = True) -> bool:
+        """Open a workflow file (listed in Open Recent unless `remember` is False); False (with a message in the
+        status bar) when it cannot be read."""
         try:
             workflow = load(path)
             upgrade_node_versions(workflow, self.registry)
@@ -119,6 +141,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.adapter.load(workflow)
         self.path = Path(path)
         self._update_title()
+        if remember:
+            self.remember_file(path)
         return True
 
     def save(self) -> bool:
@@ -137,6 +161,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.path = Path(path)
         self.adapter.undo_stack.setClean()
         self._update_title()
+        self.remember_file(path)
         return True
 
     def _open_dialog(self) -> None:
@@ -148,16 +173,82 @@ class MainWindow(QtWidgets.QMainWindow):
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save workflow", "", "Workflows (*.json)")
         return bool(path) and self.save_as(path)
 
+    def remember_file(self, path: str | Path) -> None:
+        """Put `path` first in File → Open Recent (and in the settings file)."""
+        self.app_settings.add_recent(path)
+        self.save_app_settings()
+        self.recent_files.refresh()
+
+    # --- settings -------------------------------------------------------------------------------------------------
+    def save_app_settings(self) -> bool:
+        """Write the app settings; a failure is a message in the status bar, never an error."""
+        try:
+            self.app_settings.save()
+        except OSError as error:
+            self.state_label.setText(f"Could not save the settings: {error}")
+            return False
+        return True
+
+    def show_settings(self) -> None:
+        """Edit → Settings…: edit the app settings; the dialog saves them on OK, and they apply at once."""
+        settings = self.ask_settings()
+        if settings is not None:
+            self.apply_settings(settings)
+
+    def ask_settings(self) -> AppSettings | None:
+        """Show the settings dialog; the saved settings, or None when cancelled (tests monkeypatch this)."""
+        if QtWidgets.QApplication.platformName() == "offscreen":
+            return None  # nobody to ask
+        dialog = SettingsDialog(self.app_settings, self)
+        try:
+            dialog.exec()
+            return dialog.saved
+        finally:
+            dialog.deleteLater()
+
+    def apply_settings(self, settings: AppSettings) -> None:
+        """Use `settings` from now on: the model folders for validation and the file lists, the autosave interval,
+        and for the next run the output folder, device, precision, previews and folders (see `_run_settings`)."""
+        from nodegraph.models.discovery import ModelFolders, file_check
+
+        self.app_settings = settings  # replaced, never edited in place: the worker thread reads one snapshot
+        if self._settings is None or "models" not in self._settings.services:  # an overriding manager keeps its own
+            self.model_folders = ModelFolders(settings.model_root_paths())
+            self.executor.file_check = file_check(self.model_folders)
+        self.recovery.set_interval(settings.autosave_seconds)
+        self.properties.show_node(self.properties.node_id)  # file inputs list the new folders' models
+
     # --- running --------------------------------------------------------------------------------------------------
     def _run_settings(self) -> RunSettings:  # called on the worker thread
-        if self._settings is None:
-            from nodegraph.models.discovery import ModelFolders
-            from nodegraph.models.manager import ModelManager
-            from nodegraph.paths import default_output_dir
+        """The run settings from the app settings (or the override given to the window). The model manager, with
+        the models it holds, is kept from run to run until the model folders, the device or the precision change."""
+        if self._settings is not None:
+            return self._settings
+        app = self.app_settings  # one snapshot for the whole run
+        key = (tuple(app.model_roots), app.device, app.precision)
+        if self._models is None or key != self._models_key:
+            self._models = self._model_manager(app, keep_models=self._models_key is not None
+                                               and self._models_key[1:] == key[1:])
+            self._models_key = key
+        return RunSettings(output_dir=app.output_folder(), models_dirs=tuple(app.model_root_paths()),
+                           device=app.device, previews=app.previews, services={"models": self._models})
 
-            self._settings = RunSettings(output_dir=default_output_dir(),
-                                         services={"models": ModelManager(ModelFolders([]), device="auto")})
-        return self._settings
+    def _model_manager(self, app: AppSettings, keep_models: bool) -> Any:
+        """A model manager for `app`'s folders, device and precision. With `keep_models` (only the folders
+        changed) the loaded models are kept: they are cached by file identity. Otherwise the old manager's models
+        and the cached node outputs, made on another device or in another precision, are dropped."""
+        from nodegraph.models.discovery import ModelFolders
+        from nodegraph.models.manager import ModelManager
+
+        cache = None
+        if self._models is not None:
+            if keep_models:
+                cache = self._models.cache
+            else:
+                self._models.clear()
+                self.executor.cache.clear()
+        return ModelManager(ModelFolders(app.model_root_paths()), cache=cache, device=app.device,
+                            precision=app.precision)
 
     def run_workflow(self) -> None:
         """Run the current workflow on a worker thread (ignored while a run is going)."""
@@ -225,6 +316,7 @@ class MainWindow(QtWidgets.QMainWindow):
         else:
             self._set_state("failed", f"Failed: {result.failed_node or ''} {result.message}".strip())
         self.run_queue.record(result)
+        self.status_info.refresh()  # the device is known now, and memory use changed
         if self.run_queue.pending and result.status != "cancelled":  # Queue ×N: the next snapshot
             self.feedback.run_started()
             self._start_next()
@@ -278,7 +370,7 @@ def run_app(file: str | None = None) -> int:
     elif file:
         window.open_file(file)
     elif starter.is_file():
-        window.open_file(starter)
+        window.open_file(starter, remember=False)
         window.path = None
         window._update_title()
     window.show()

@@ -259,7 +259,9 @@ class PropertiesPanel(QtWidgets.QWidget):
         combo.setEditable(True)
         combo.setInsertPolicy(QtWidgets.QComboBox.InsertPolicy.NoInsert)
         try:
-            names = ModelFolders().list(spec.file_kind)
+            # The window's folders include those added in the settings; a bare adapter searches the defaults.
+            folders = getattr(self.adapter.parent(), "model_folders", None) or ModelFolders()
+            names = folders.list(spec.file_kind)
         except (ValueError, OSError):
             names = []
         combo.addItems(names)

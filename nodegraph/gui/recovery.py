@@ -158,7 +158,8 @@ class Recovery(QtCore.QObject):
         window.adapter.undo_stack.cleanChanged.connect(self._on_clean_changed)
 
     def set_interval(self, seconds: float) -> None:
-        """Autosave every `seconds` (at most 60 s is the promise; any positive value is accepted)."""
+        """Autosave every `seconds` (the app settings' autosave interval, 60 s by default; any positive value is
+        accepted). Takes effect at once, also while the timer runs."""
         self.timer.setInterval(max(1, int(seconds * 1000)))
 
     def start(self) -> None:

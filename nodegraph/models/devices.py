@@ -1,4 +1,5 @@
-"""Device selection and the dtype policy: fp16 on GPUs, fp32 on the CPU, and a VAE that never returns black images."""
+"""Device selection and the dtype policy: fp16 on GPUs (or the precision the user chose), fp32 on the CPU, and a
+VAE that never returns black images."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from typing import Any
 
 from nodegraph.models.offline import import_torch
+from nodegraph.settings import PRECISIONS
 
 
 def pick_device(requested: str = "auto") -> Any:
@@ -31,12 +33,21 @@ def pick_device(requested: str = "auto") -> Any:
     return device
 
 
-def compute_dtype(device: Any) -> Any:
-    """The dtype models run in: float16 on CUDA and MPS (bfloat16 where ``NODEGRAPH_DTYPE=bf16``), float32 on CPU."""
+def compute_dtype(device: Any, precision: str = "auto") -> Any:
+    """The dtype models run in on `device` for the user's `precision` setting.
+
+    "auto" is float16 on CUDA and MPS (bfloat16 where ``NODEGRAPH_DTYPE=bf16``); "fp16", "bf16" and "fp32" force
+    that dtype on a GPU. The CPU always runs float32, whatever is asked: its half-precision convolutions are very
+    slow or missing, and float32 is what gives correct images there.
+    """
     torch = import_torch()
-    if device.type == "cpu":
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
+    if device.type == "cpu" or precision == "fp32":
         return torch.float32
-    return torch.bfloat16 if os.environ.get("NODEGRAPH_DTYPE") == "bf16" else torch.float16
+    if precision == "auto":
+        precision = "bf16" if os.environ.get("NODEGRAPH_DTYPE") == "bf16" else "fp16"
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def decode_latents(vae: Any, latents: Any) -> Any:

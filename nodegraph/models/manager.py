@@ -18,7 +18,7 @@ from typing import Any
 
 from nodegraph.models.cache import ModelCache, file_key
 from nodegraph.models.configs import load_config
-from nodegraph.models.devices import compute_dtype, pick_device
+from nodegraph.models.devices import PRECISIONS, compute_dtype, pick_device
 from nodegraph.models.discovery import ModelFolders
 from nodegraph.models.embeddings import Embedding, read_embedding
 from nodegraph.models.families import get_family
@@ -35,12 +35,18 @@ class ModelManager:
         folders: where model names are looked up.
         cache: the shared model cache (a default one when omitted).
         device: "auto", "cpu", "cuda", "cuda:N" or "mps".
+        precision: "auto", "fp16", "bf16" or "fp32" (see :func:`~nodegraph.models.devices.compute_dtype`; the CPU
+            always runs float32).
     """
 
-    def __init__(self, folders: ModelFolders | None = None, cache: ModelCache | None = None, device: str = "auto"):
+    def __init__(self, folders: ModelFolders | None = None, cache: ModelCache | None = None, device: str = "auto",
+                 precision: str = "auto"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
         self.folders = folders or ModelFolders()
         self.cache = cache or ModelCache()
         self.requested_device = device
+        self.precision = precision
         self._device: Any = None
         self._hash_lock = threading.Lock()
 
@@ -53,8 +59,8 @@ class ModelManager:
 
     @property
     def dtype(self) -> Any:
-        """The dtype models run in on that device."""
-        return compute_dtype(self.device)
+        """The dtype models run in on that device, following the precision setting."""
+        return compute_dtype(self.device, self.precision)
 
     def resolve(self, kind: str, name: str) -> Path:
         """The file of a model name of `kind` (raises ModelNotFoundError naming the folders searched)."""

@@ -240,3 +240,78 @@ def test_ctrl_c_cancels_the_run_with_exit_130(tmp_path, fake_pack):
     assert process.returncode == 130
     assert "cancelled" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "out").exists()
+
+
+# --- the app's settings fill in what the options leave open ---------------------------------------------------------
+DEVICE_PACK = (
+    "from nodegraph.core import Input, Output, node\n"
+    "@node(type='WriteDevice', display_name='Write Device', category='test', description='Write the run device.',\n"
+    "      inputs=[], output_node=True)\n"
+    "def write_device(ctx):\n"
+    "    ctx.output_dir.mkdir(parents=True, exist_ok=True)\n"
+    "    path = ctx.output_dir / 'device.txt'\n"
+    "    path.write_text(ctx.device, encoding='utf-8')\n"
+    "    ctx.add_file(path)\n"
+    "    return {}\n"
+    "@node(type='PickModel', display_name='Pick', category='test', description='Name a checkpoint.',\n"
+    "      inputs=[Input.string('ckpt_name', '', file_kind='checkpoints')], outputs=[Output('NAME', 'STRING')])\n"
+    "def pick(ctx, ckpt_name):\n"
+    "    return {'NAME': ckpt_name}\n")
+
+
+def write_settings(home: Path, **values) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "settings.json").write_text(json.dumps(values), encoding="utf-8")
+
+
+def test_output_folder_and_device_come_from_the_settings_unless_given(tmp_path):
+    pack = tmp_path / "device_pack.py"
+    pack.write_text(DEVICE_PACK, encoding="utf-8")
+    workflow = write_workflow(tmp_path / "device.json", {"dev": {"type": "WriteDevice", "inputs": {}}}, [])
+    home = tmp_path / "home"
+    write_settings(home, output_dir=str(tmp_path / "from-settings"), device="cpu")
+    done = nodegraph("run", str(workflow), "--quiet", "--node-pack", str(pack), home=home)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "from-settings" / "device.txt").read_text(encoding="utf-8") == "cpu"
+    assert not (home / "output").exists()
+    done = nodegraph("run", str(workflow), "--quiet", "--node-pack", str(pack), "--device", "mps", "--output-dir",
+                     str(tmp_path / "given"), home=home)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "given" / "device.txt").read_text(encoding="utf-8") == "mps"  # the options win
+
+
+def test_a_model_folder_added_in_the_app_is_searched_after_models_dir(tmp_path, fake_pack):
+    pack = tmp_path / "pick_pack.py"
+    pack.write_text(DEVICE_PACK, encoding="utf-8")
+    root = tmp_path / "webui"  # laid out as an AUTOMATIC1111 install
+    (root / "models" / "Stable-diffusion").mkdir(parents=True)
+    (root / "models" / "Stable-diffusion" / "mine.safetensors").write_bytes(b"not really a model")
+    workflow = write_workflow(tmp_path / "pick.json", {
+        "pick": {"type": "PickModel", "inputs": {"ckpt_name": "mine.safetensors"}},
+        "write": {"type": "WriteText", "inputs": {}}}, [("pick", "NAME", "write", "value")])
+    home = tmp_path / "home"
+    packs = ("--node-pack", str(pack), "--node-pack", str(fake_pack))
+    before = nodegraph("validate", str(workflow), *packs, home=home)
+    assert before.returncode == 2 and "node 'pick', port 'ckpt_name': mine.safetensors: not found" in before.stdout
+    write_settings(home, model_roots=[str(root)])
+    assert nodegraph("validate", str(workflow), *packs, home=home).returncode == 0
+    ran = nodegraph("run", str(workflow), "--quiet", "--output-dir", str(tmp_path / "out"), *packs, home=home)
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "out" / "out_00001.txt").read_text(encoding="utf-8") == "mine.safetensors\n"
+    given = tmp_path / "comfy" / "models" / "checkpoints"
+    given.mkdir(parents=True)
+    listed = nodegraph("models", "--json", "--models-dir", str(tmp_path / "comfy"), home=home)
+    assert listed.returncode == 0, listed.stderr
+    checkpoints = json.loads(listed.stdout)["checkpoints"]
+    assert checkpoints["folders"] == [str(given), str(root / "models" / "Stable-diffusion")]
+    assert [m["name"] for m in checkpoints["models"]] == ["mine.safetensors"]
+
+
+def test_a_damaged_settings_file_is_a_warning_not_a_failure(chain, tmp_path, fake_pack):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "settings.json").write_text("{broken", encoding="utf-8")
+    done = nodegraph("run", str(chain), "--quiet", "--node-pack", str(fake_pack), home=home)
+    assert done.returncode == 0, done.stderr
+    assert "nodegraph: warning: could not read" in done.stderr and "Traceback" not in done.stderr
+    assert (home / "output" / "result_00001.txt").read_text() == "6\n"

@@ -87,13 +87,10 @@ def manager(models_root):
 def make_window(qtbot, registry, output_dir: Path, manager):
     """A main window running on `manager`'s model folders and writing into `output_dir`."""
     from nodegraph.gui.main_window import MainWindow
-    from nodegraph.models.discovery import file_check
 
     win = MainWindow(registry, settings=RunSettings(output_dir=output_dir, device="cpu",
                                                     services={"models": manager}))
-    # Validation checks model names against the window's own folders (the data folder and the app settings'
-    # folders), not the run settings' manager: make it check the folder the run loads from.
-    win.executor.file_check = file_check(manager.folders)
+    assert win.model_folders is manager.folders  # validation checks the folders the run loads from
     qtbot.addWidget(win)
     return win
 

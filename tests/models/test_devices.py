@@ -8,7 +8,10 @@ import pytest
 import torch
 
 from nodegraph.models.devices import compute_dtype, decode_latents, pick_device
+from nodegraph.models.discovery import ModelFolders
+from nodegraph.models.manager import ModelManager
 from nodegraph.models.synthetic import build_vae
+from nodegraph.settings import PRECISIONS
 
 
 def test_device_selection():
@@ -29,6 +32,31 @@ def test_dtype_policy(monkeypatch):
     assert compute_dtype(torch.device("cuda")) == torch.float16
     monkeypatch.setenv("NODEGRAPH_DTYPE", "bf16")
     assert compute_dtype(torch.device("cuda")) == torch.bfloat16
+
+
+def test_precision_setting_forces_the_gpu_dtype_and_the_cpu_stays_float32(monkeypatch):
+    cuda, mps = torch.device("cuda"), torch.device("mps")
+    assert [compute_dtype(torch.device("cpu"), p) for p in PRECISIONS] == [torch.float32] * len(PRECISIONS)
+    assert compute_dtype(cuda, "auto") == torch.float16
+    assert compute_dtype(cuda, "fp16") == torch.float16
+    assert compute_dtype(cuda, "bf16") == torch.bfloat16
+    assert compute_dtype(cuda, "fp32") == torch.float32
+    assert compute_dtype(mps, "fp32") == torch.float32 and compute_dtype(mps, "bf16") == torch.bfloat16
+    monkeypatch.setenv("NODEGRAPH_DTYPE", "bf16")
+    assert compute_dtype(cuda, "auto") == torch.bfloat16  # the environment still steers "auto"
+    assert compute_dtype(cuda, "fp16") == torch.float16  # an explicit choice wins over it
+    with pytest.raises(ValueError, match="unknown precision 'int8'"):
+        compute_dtype(cuda, "int8")
+
+
+def test_model_manager_runs_in_the_precision_it_was_given(monkeypatch):
+    assert ModelManager(ModelFolders([]), device="cpu", precision="fp16").dtype == torch.float32
+    monkeypatch.setattr("nodegraph.models.manager.pick_device", lambda requested: torch.device("cuda"))
+    assert ModelManager(ModelFolders([]), device="cuda").dtype == torch.float16
+    assert ModelManager(ModelFolders([]), device="cuda", precision="fp32").dtype == torch.float32
+    assert ModelManager(ModelFolders([]), device="cuda", precision="bf16").dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="unknown precision"):
+        ModelManager(ModelFolders([]), precision="half")
 
 
 def test_vae_decode_upcasts_when_half_precision_overflows():
