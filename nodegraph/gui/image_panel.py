@@ -13,6 +13,8 @@ from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from nodegraph.gui.theme import sharp_pixmap
+
 #: History entries keep their file path under this item data role.
 PATH_ROLE = QtCore.Qt.ItemDataRole.UserRole
 
@@ -64,8 +66,7 @@ class _ScaledLabel(QtWidgets.QLabel):
         if self._pixmap.isNull():
             self.clear()
             return
-        self.setPixmap(self._pixmap.scaled(self.size(), QtCore.Qt.AspectRatioMode.KeepAspectRatio,
-                                           QtCore.Qt.TransformationMode.SmoothTransformation))
+        self.setPixmap(sharp_pixmap(self._pixmap, self.size(), self))
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:  # noqa: N802 (Qt override)
         super().resizeEvent(event)
@@ -148,8 +149,7 @@ class ImagePanel(QtWidgets.QWidget):
         pixmap = QtGui.QPixmap(str(path))
         if pixmap.isNull():
             return False
-        icon = QtGui.QIcon(pixmap.scaled(64, 64, QtCore.Qt.AspectRatioMode.KeepAspectRatio,
-                                         QtCore.Qt.TransformationMode.SmoothTransformation))
+        icon = QtGui.QIcon(sharp_pixmap(pixmap, QtCore.QSize(64, 64), self.history))
         item = QtWidgets.QListWidgetItem(icon, Path(path).name)
         item.setData(PATH_ROLE, str(path))
         item.setToolTip(str(path))

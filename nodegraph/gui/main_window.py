@@ -359,10 +359,14 @@ class MainWindow(QtWidgets.QMainWindow):
 
 def run_app(file: str | None = None) -> int:
     """Create the application and the window, open `file` (or the txt2img starter), and run the event loop."""
+    from nodegraph.gui.first_start import maybe_show_first_start
+    from nodegraph.gui.theme import apply_theme, prepare_high_dpi
     from nodegraph.packs import create_registry
     from nodegraph.paths import resources_dir
 
+    prepare_high_dpi()  # before the QApplication exists
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([APP_NAME])
+    apply_theme(app)  # dark, matching the canvas
     window = MainWindow(create_registry())
     starter = resources_dir() / "workflows" / "txt2img.json"
     if window.restored:  # the user chose to get a crashed session's work back; it wins over FILE
@@ -374,6 +378,7 @@ def run_app(file: str | None = None) -> int:
         window.path = None
         window._update_title()
     window.show()
+    maybe_show_first_start(window)  # no checkpoint yet: where models go, the user's installs, the demo checkpoint
     quit_after = os.environ.get("NODEGRAPH_GUI_QUIT_AFTER_MS")  # smoke tests: show the window, then quit
     if quit_after:
         QtCore.QTimer.singleShot(int(quit_after), app.quit)
