@@ -7,7 +7,10 @@ and applies the same change to the core workflow, so Undo/Redo restores the core
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from NodeGraphQt import NodeGraph
@@ -16,18 +19,78 @@ from PySide6 import QtCore
 from nodegraph.core.graph import Link, NodeInstance, Workflow
 from nodegraph.core.registry import NodeRegistry
 from nodegraph.core.types import PortType, literal_type_problem, types_compatible
-from nodegraph.gui.widgets import PROP_PREFIX, from_widget, has_widget, register_node_classes, to_widget, view_type
+from nodegraph.gui.widgets import (
+    PROP_PREFIX,
+    WidgetEmbedder,
+    from_widget,
+    has_widget,
+    register_node_classes,
+    to_widget,
+    view_type,
+)
 
 
 class CanvasGraph(NodeGraph):
-    """A NodeGraphQt graph that refuses connections the adapter's type check rejects (drags included)."""
+    """A NodeGraphQt graph that refuses connections the adapter's type check rejects (drags included), can add
+    many nodes at once (:meth:`batch`) and embeds node widgets when first shown (see widgets.WidgetEmbedder)."""
 
     accepts: Any = None
+    _names: set[str] | None = None  # during a batch: every node name in the graph
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.embedder = WidgetEmbedder(self.viewer())
 
     def _on_connection_changed(self, disconnected: list, connected: list) -> None:
         if self.accepts is not None:
             connected = [pair for pair in connected if self.accepts(*pair)]
         super()._on_connection_changed(disconnected, connected)
+
+    def get_unique_name(self, name: str) -> str:
+        """`name`, or `name` followed by the first free number when a node already has it (as NodeGraphQt does,
+        which searches a list of every name for each candidate: cubic in the number of nodes of one type)."""
+        name = " ".join(name.split())
+        taken = self._names if self._names is not None else {n.name() for n in self.all_nodes()}
+        if name in taken:
+            numbered = re.search(r"\w+ (\d+)$", name)
+            base = name[:-len(numbered.group(1))].strip() if numbered else name
+            number = 1
+            while f"{base} {number}" in taken:
+                number += 1
+            name = f"{base} {number}"
+        if self._names is not None:
+            self._names.add(name)
+        return name
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Add many nodes in one go: their layouts wait for :meth:`draw_held` (or the end of the batch), and unique
+        names are checked against a set kept up to date instead of a list of every node's name."""
+        scene = self.scene()
+        scene.held_layouts = {}
+        self._names = {n.name() for n in self.all_nodes()}
+        try:
+            yield
+        finally:
+            self.draw_held()
+            self._names = None
+            scene.held_layouts = None
+
+    def draw_held(self) -> None:
+        """Lay out the nodes whose layout a :meth:`batch` held back, once each."""
+        scene = self.scene()
+        held = getattr(scene, "held_layouts", None)
+        if not held:
+            return
+        scene.held_layouts = None
+        try:
+            for item in held:
+                item.draw_node()
+                node = self.model.nodes.get(item.id)
+                if node is not None:  # what NodeGraphQt's NodeAddedCmd records once the node is laid out
+                    node.model.width, node.model.height = item.width, item.height
+        finally:
+            scene.held_layouts = {}
 
 
 MODE_COLOURS = {"bypass": (110, 50, 150, 255)}
@@ -65,6 +128,8 @@ class GraphAdapter(QtCore.QObject):
         self.graph.port_disconnected.connect(self._on_port_disconnected)
         self.graph.property_changed.connect(self._on_property_changed)
         self.undo_stack.indexChanged.connect(self._sync_positions)
+        self._frame_on_show = False
+        self.graph.viewer().installEventFilter(self)
 
     # --- public API -----------------------------------------------------------------------------------------------
     @property
@@ -162,34 +227,69 @@ class GraphAdapter(QtCore.QObject):
         """Show `workflow` (it becomes the adapter's core graph); clears the undo history."""
         self._syncing = True
         try:
-            self.graph.clear_session()
+            # Not clear_session(): it pushes an undo macro per connected port, each signalled to every listener.
+            self.graph.delete_nodes(self.graph.all_nodes(), push_undo=False)
+            self.undo_stack.clear()
             self._views.clear()
             self._ids.clear()
             self._removed.clear()
             self._implicit.clear()
             self.workflow = workflow
-            for node in workflow:
-                node_def = self.registry.get(node.type)
-                if node_def is None:
-                    continue  # placeholder: kept in the core graph, not shown yet
-                pos = node.ui.get("pos", [0, 0])
-                view = self.graph.create_node(view_type(node.type), name=node.title or node_def.display_name,
-                                              pos=[float(pos[0]), float(pos[1])], selected=False, push_undo=False)
-                self._bind(node.id, view)
-                self._show_values(node)
-                if node.mode != "normal":
-                    self.show_mode(node.id)
-            for link in workflow.links:
-                if link.from_node in self._views and link.to_node in self._views:
-                    out_port = self._views[link.from_node].outputs().get(link.from_output)
-                    in_port = self._views[link.to_node].inputs().get(link.to_input)
-                    if out_port is not None and in_port is not None:
-                        out_port.connect_to(in_port, push_undo=False, emit_signal=False)
+            with self.graph.batch():
+                for node in workflow:
+                    node_def = self.registry.get(node.type)
+                    if node_def is None:
+                        continue  # placeholder: kept in the core graph, not shown yet
+                    pos = node.ui.get("pos", [0, 0])
+                    view = self.graph.create_node(view_type(node.type), name=node.title or node_def.display_name,
+                                                  pos=[float(pos[0]), float(pos[1])], selected=False,
+                                                  push_undo=False)
+                    self._bind(node.id, view)
+                    self._show_values(node)
+                    if node.mode != "normal":
+                        self.show_mode(node.id)
+                self.graph.draw_held()  # ports in place before the links are drawn to them
+                for link in workflow.links:
+                    if link.from_node in self._views and link.to_node in self._views:
+                        out_port = self._views[link.from_node].outputs().get(link.from_output)
+                        in_port = self._views[link.to_node].inputs().get(link.to_input)
+                        if out_port is not None and in_port is not None:
+                            out_port.connect_to(in_port, push_undo=False, emit_signal=False)
         finally:
             self._syncing = False
         self.undo_stack.clear()
         self.undo_stack.setClean()
         self.changed.emit()
+        self.frame_all()
+
+    def frame_all(self) -> None:
+        """Zoom and scroll the canvas to show every node, never zooming in past 100 % (a small graph keeps its nodes
+        at their size, a big one is zoomed out to fit). Until the canvas is shown it frames when it is."""
+        viewer = self.graph.viewer()
+        if not viewer.isVisible():
+            self._frame_on_show = True
+            return
+        self._frame_on_show = False
+        items = [node.view for node in self.graph.all_nodes()]
+        if not items:
+            viewer.reset_zoom()
+            return
+        rect = QtCore.QRectF()
+        for item in items:
+            rect = rect.united(item.sceneBoundingRect())
+        margin = 20 + 0.05 * max(rect.width(), rect.height())
+        rect.adjust(-margin, -margin, margin, margin)
+        seen = viewer.viewport().size()
+        if rect.width() <= seen.width() and rect.height() <= seen.height():
+            viewer.reset_zoom(rect.center())  # NodeGraphQt's 100 %, centred on the nodes
+        else:
+            viewer.set_scene_rect([rect.x(), rect.y(), rect.width(), rect.height()])  # fitted, aspect kept
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:  # noqa: N802 (Qt override)
+        """Frame the graph loaded while the canvas was hidden when it shows (sized by then, not painted yet)."""
+        if event.type() == QtCore.QEvent.Type.Show and self._frame_on_show:
+            self.frame_all()
+        return False
 
     def to_workflow(self) -> Workflow:
         """A copy of the core graph, for saving or running."""
@@ -227,6 +327,8 @@ class GraphAdapter(QtCore.QObject):
 
     def _on_node_created(self, view: Any) -> None:
         if self._syncing:
+            return
+        if not hasattr(view, "node_def"):  # groups.py: a group backdrop is not a core node
             return
         node_id = self._ids.get(view.id)
         if node_id is not None and node_id in self._removed:  # undo of a delete, or redo of an add
