@@ -1,5 +1,5 @@
-"""Edit menu actions on the canvas (bypass, mute, copy, paste, duplicate, delete, select all, framing, auto-layout)
-and the Queue ×N control next to Run.
+"""Edit menu actions on the canvas (bypass, mute, copy, paste, duplicate, delete, select all, framing, auto-layout,
+groups) and the Queue ×N control next to Run.
 
 Every edit is an undo command on the adapter's stack; the clipboard holds the core workflow document (JSON) of the
 copied nodes and the links between them.
@@ -14,6 +14,7 @@ from PySide6 import QtGui, QtWidgets
 from nodegraph.core.errors import WorkflowError
 from nodegraph.core.graph import Workflow
 from nodegraph.core.workflow_io import dumps, loads
+from nodegraph.gui.groups import Groups
 
 PASTE_OFFSET = (40.0, 40.0)
 
@@ -62,6 +63,11 @@ class EditActions:
         add(menu, "Frame A&ll", self.frame_all, "Home")
         add(menu, "&Frame Selected", self.frame_selected, "F")
         add(menu, "Auto &Layout", self.auto_layout, "Ctrl+L")
+        menu.addSeparator()
+        self.groups = Groups(self.adapter, window)  # backdrops, kept in workflow.meta["groups"]
+        add(menu, "&Group", self.groups.group_selected, "Ctrl+G")
+        add(menu, "U&ngroup", self.groups.ungroup_selected, "Ctrl+Shift+G")
+        add(menu, "&Rename Group…", self.groups.rename_selected, "F2")
 
     def _edit_menu(self) -> QtWidgets.QMenu:
         for action in self.window.menuBar().actions():
@@ -146,20 +152,26 @@ class EditActions:
 
     # --- selection and view -----------------------------------------------------------------------------------------
     def delete(self) -> None:
-        """Delete the selected nodes and their links (undoable)."""
+        """Delete the selected nodes, their links and the selected groups (one undoable edit)."""
         node_ids = self.adapter.selected_ids()
-        if node_ids:
-            self.adapter.remove_nodes(node_ids)
+        backdrops = self.groups.selected()
+        if not node_ids and not backdrops:
+            return
+        self.adapter.undo_stack.beginMacro("delete")
+        try:
+            if node_ids:
+                self.adapter.remove_nodes(node_ids)
+            self.groups.remove(backdrops)
+        finally:
+            self.adapter.undo_stack.endMacro()
 
     def select_all(self) -> None:
         """Select every node."""
         self.graph.select_all()
 
     def frame_all(self) -> None:
-        """Zoom to show every node."""
-        nodes = self.graph.all_nodes()
-        if nodes:
-            self.graph.viewer().zoom_to_nodes([n.view for n in nodes])
+        """Zoom to show every node (as opening a workflow does: never zoomed in past 100 %)."""
+        self.adapter.frame_all()
 
     def frame_selected(self) -> None:
         """Zoom to the selected nodes (all of them when none is selected)."""
