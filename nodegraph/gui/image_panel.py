@@ -26,6 +26,9 @@ ACTIONS = (
     ("copy_path", "Copy path", "Copy the image's file path to the clipboard"),
     ("load_workflow", "Load workflow", "Replace the canvas with the workflow saved inside the image"),
 )
+#: Shorter toolbar labels, so all five fit a narrow dock (the menus and tooltips keep the full words).
+TOOLBAR_LABELS = {"open_file": "Open", "open_folder": "Folder", "copy_image": "Copy", "copy_path": "Path",
+                  "load_workflow": "Workflow"}
 
 
 def open_url(url: QtCore.QUrl) -> bool:
@@ -91,8 +94,8 @@ class ImagePanel(QtWidgets.QWidget):
         self.toolbar.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextOnly)
         self.actions_by_name: dict[str, QtGui.QAction] = {}
         for name, label, tip in ACTIONS:
-            action = self.toolbar.addAction(label)
-            action.setToolTip(tip)
+            action = self.toolbar.addAction(TOOLBAR_LABELS[name])
+            action.setToolTip(f"{label}: {tip[0].lower()}{tip[1:]}")
             action.triggered.connect(lambda _checked=False, name=name: self.act(name))
             self.actions_by_name[name] = action
         self.image = _ScaledLabel(self)

@@ -69,6 +69,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.edit_actions = EditActions(self)  # copy/paste, duplicate, delete, bypass, mute, framing, layout
         self.run_queue = RunQueue(self)  # Queue ×N next to Run
         self.palette, self.quick_search, self.properties = install_node_tools(self)  # node docks, Tab search
+        self._arrange_docks()
         # A bound slot, not a lambda: Qt drops the connection when the window is destroyed.
         self.adapter.undo_stack.cleanChanged.connect(self._on_clean_changed)
         self._update_title()
@@ -76,6 +77,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.recovery = Recovery(self, interval_s=self.app_settings.autosave_seconds)
         self.recovery.start()
         self.restored = self.recovery.offer_restore()
+
+    def _arrange_docks(self) -> None:
+        """Side docks run the full height and stay narrow, so the canvas gets most of the window; the problems
+        strip sits under the canvas only."""
+        corner, area = QtCore.Qt.Corner, QtCore.Qt.DockWidgetArea
+        self.setCorner(corner.BottomLeftCorner, area.LeftDockWidgetArea)
+        self.setCorner(corner.BottomRightCorner, area.RightDockWidgetArea)
+        docks = [self.findChild(QtWidgets.QDockWidget, name) for name in ("palette_dock", "image_dock")]
+        self.resizeDocks([dock for dock in docks if dock is not None], [200, 320], QtCore.Qt.Orientation.Horizontal)
 
     # --- actions --------------------------------------------------------------------------------------------------
     def _action(self, menu: QtWidgets.QMenu, text: str, slot: Any, shortcut: Any = None) -> QtGui.QAction:
@@ -377,6 +387,10 @@ def run_app(file: str | None = None) -> int:
         window.open_file(starter, remember=False)
         window.path = None
         window._update_title()
+    screen = app.primaryScreen()
+    if screen is not None:  # most of the screen, leaving room for the desktop's panels
+        available = screen.availableGeometry()
+        window.resize(max(1000, int(available.width() * 0.9)), max(700, int(available.height() * 0.9)))
     window.show()
     maybe_show_first_start(window)  # no checkpoint yet: where models go, the user's installs, the demo checkpoint
     quit_after = os.environ.get("NODEGRAPH_GUI_QUIT_AFTER_MS")  # smoke tests: show the window, then quit

@@ -21,7 +21,6 @@ ACCENT = QtGui.QColor(*NodeEnum.SELECTED_BORDER_COLOR.value[:3])
 HIGHLIGHT = QtGui.QColor(58, 110, 165)
 LINK = QtGui.QColor(110, 170, 240)
 
-_STYLE_PROPERTY = "nodegraph_style"
 _MARK_BEGIN = "/* nodegraph dark theme { */"
 _MARK_END = "/* } nodegraph dark theme */"
 
@@ -92,10 +91,9 @@ def _stylesheet() -> str:
 def apply_theme(app: QtWidgets.QApplication) -> None:
     """Give the whole app the dark theme (Fusion style, dark palette, a small stylesheet); calling it again changes
     nothing, and a stylesheet set by someone else is kept."""
-    # With a stylesheet set, app.style() is Qt's stylesheet wrapper (no name), so remember that Fusion was set.
-    if app.property(_STYLE_PROPERTY) != "fusion" and app.style().name().lower() != "fusion":
+    # With a stylesheet set, app.style() is Qt's stylesheet wrapper (no name): setting Fusion again is harmless.
+    if app.style().name().lower() != "fusion":
         app.setStyle("Fusion")
-    app.setProperty(_STYLE_PROPERTY, "fusion")
     app.setPalette(dark_palette())
     sheet = app.styleSheet()
     if _MARK_BEGIN in sheet and _MARK_END in sheet:

@@ -52,10 +52,13 @@ def test_a_run_completes_on_the_worker_thread_and_updates_the_status(qtbot, fake
 
 
 def test_screenshot_of_the_main_window_with_the_starter(window):
+    from PySide6 import QtWidgets
+
+    from nodegraph.gui.theme import apply_theme
+
+    apply_theme(QtWidgets.QApplication.instance())  # as run_app does: the screenshot shows what users see
     assert window.open_file(STARTER)
-    window.show()
-    window.adapter.graph.fit_to_selection()
-    window.adapter.graph.center_on()
+    window.show()  # framed on show
     out = ROOT / "test-artifacts"
     out.mkdir(exist_ok=True)
     path = out / "main_window_txt2img.png"

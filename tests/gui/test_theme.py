@@ -25,7 +25,6 @@ def app(qapp):
     if style:
         qapp.setStyle(style)
     qapp.setPalette(palette)
-    qapp.setProperty("nodegraph_style", None)
 
 
 def test_the_palette_is_dark_with_light_text_and_the_canvas_colour(app):
