@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -85,21 +84,11 @@ class AppSettings:
 
     def save(self, folder: Path | None = None) -> Path:
         """Write the settings atomically (a crash mid-save keeps the previous file); returns the file's path."""
-        folder = folder or config_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / SETTINGS_FILE
+        from nodegraph.core.workflow_io import write_text_atomic
+
+        path = (folder or config_dir()) / SETTINGS_FILE
         data = {key: value for key, value in asdict(self).items() if key != "problem"}
-        handle, temporary = tempfile.mkstemp(prefix=".settings.", suffix=".tmp", dir=folder)
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                json.dump(data, stream, indent=2, sort_keys=True)
-                stream.write("\n")
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
         return path
 
     def add_recent(self, path: str | Path) -> None:
