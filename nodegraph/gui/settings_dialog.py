@@ -134,8 +134,13 @@ class SettingsDialog(QtWidgets.QDialog):
         self.add_root_button.clicked.connect(self._choose_root)
         self.remove_root_button = QtWidgets.QPushButton("Remove")
         self.remove_root_button.clicked.connect(self.remove_selected_root)
+        self.find_button = QtWidgets.QPushButton("Find AUTOMATIC1111 / ComfyUI installs")
+        self.find_button.setToolTip("Look in the usual places (home folder, AI, Documents, …) and add the installs "
+                                    "found, so their models are used where they are")
+        self.find_button.clicked.connect(lambda: self.add_found_installs())
         row.addWidget(self.add_root_button)
         row.addWidget(self.remove_root_button)
+        row.addWidget(self.find_button)
         row.addStretch(1)
         layout.addLayout(row)
         return box
@@ -188,6 +193,24 @@ class SettingsDialog(QtWidgets.QDialog):
         self._add_root_item(str(Path(text.strip()).expanduser()))
         self.show_message(None)
         return True
+
+    def add_found_installs(self, bases: list[Path] | None = None) -> list[str]:
+        """Add the AUTOMATIC1111 / Forge / SD.Next / ComfyUI installs found in `bases` (default: the usual places)
+        that are not listed yet; returns the folders added and says how many were found."""
+        from nodegraph.gui.first_start import find_installs
+
+        known = {str(Path(root).expanduser().resolve()) for root in self.root_paths()}
+        added = []
+        installs = find_installs(bases)
+        for install in installs:
+            if str(install.root.resolve()) not in known:
+                self._add_root_item(str(install.root))
+                added.append(str(install.root))
+        if not installs:
+            self.show_message("No AUTOMATIC1111 or ComfyUI install found in the usual places: use Add folder….")
+        else:
+            self.show_message(f"Found {len(installs)} install(s); added {len(added)} new.")
+        return added
 
     def _add_root_item(self, root: str) -> None:
         item = QtWidgets.QTreeWidgetItem([root, root_summary(Path(root).expanduser())])

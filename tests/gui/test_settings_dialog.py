@@ -232,3 +232,20 @@ def test_missing_recent_files_are_disabled_and_entries_open_and_clear(window, tm
 def test_the_starter_opened_at_start_is_not_a_recent_file(window):
     assert window.open_file(STARTER, remember=False)
     assert window.recent_files.entries() == [] and window.app_settings.recent_files == []
+
+
+def test_find_installs_adds_the_ones_not_listed_yet(dialog, qtbot, monkeypatch, tmp_path):
+    base = tmp_path / "AI"
+    listed = webui(base / "stable-diffusion-webui", checkpoints=1)
+    (listed / "webui.py").write_text("")
+    comfy = base / "ComfyUI"
+    touch(comfy / "models" / "checkpoints" / "a.safetensors")
+    (comfy / "comfy").mkdir()
+    webui(base / "not-an-install")  # model folders but no webui.py/launch.py: not an install
+    add_root(dialog, monkeypatch, qtbot, listed)
+    assert dialog.add_found_installs([base]) == [str(comfy)]
+    assert dialog.root_paths() == [str(listed), str(comfy)]
+    assert "Found 2 install(s); added 1 new." in dialog.message.text()
+    assert dialog.add_found_installs([base]) == []  # nothing new the second time
+    assert dialog.add_found_installs([tmp_path / "empty"]) == []
+    assert "No AUTOMATIC1111 or ComfyUI install found" in dialog.message.text()
