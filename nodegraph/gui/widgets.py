@@ -284,8 +284,9 @@ class _CheckBox(_Boxed, NodeCheckBox):
         self.widget().setMaximumWidth(140)
 
 
-#: Below this width on screen a node is drawn as a plain box (NodeGraphQt's default is 70).
-PROXY_THRESHOLD_PX = 40
+#: A node is drawn as a plain box below NodeGraphQt's 70 screen pixels wide, or, for a narrow node, only below this
+#: zoom: a framed starter graph shows VAE Decode under 70 pixels but still readable.
+PROXY_MAX_PX, PROXY_ZOOM = 70, 0.3
 
 
 class _NodeItem(NodeItem):
@@ -297,12 +298,6 @@ class _NodeItem(NodeItem):
     """
 
     _placed = False
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        # NodeGraphQt draws a node as a blank box once it is under 70 screen pixels wide; a framed starter graph
-        # shows narrow nodes (VAE Decode) that small, and they still read well down to about 40.
-        self._proxy_mode_threshold = PROXY_THRESHOLD_PX
 
     def draw_node(self) -> None:
         """Lay the node out (size, label, ports, widgets), once it has been added to a scene."""
@@ -318,6 +313,7 @@ class _NodeItem(NodeItem):
                 widget.widget().setTitleAlign(align)  # styled as NodeGraphQt will, before its size is taken
                 widget.reserve()
         super().draw_node()
+        self._proxy_mode_threshold = min(PROXY_MAX_PX, PROXY_ZOOM * self._width)
 
     def _title_align(self) -> str:
         # How NodeGraphQt's _align_widgets_* place widget titles.
