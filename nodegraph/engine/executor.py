@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from nodegraph.core.graph import Workflow
 from nodegraph.core.registry import NodeRegistry
@@ -37,14 +37,18 @@ class Executor:
         cache: the cross-run cache (a fresh bounded one by default).
         sink: receives every :class:`Event`; it runs on the executor's thread.
         file_check: checks literals that name model files during validation (from the model layer).
+        preflight: checks across nodes that need to read files (e.g. an add-on's model family against the
+            checkpoint's), run on the executor's thread after validation passed; its problems make the run invalid.
     """
 
     def __init__(self, registry: NodeRegistry, cache: OutputCache | None = None, sink: EventSink = null_sink,
-                 file_check: FileCheck | None = None):
+                 file_check: FileCheck | None = None,
+                 preflight: Callable[[Workflow], list[Problem]] | None = None):
         self.registry = registry
         self.cache = cache if cache is not None else OutputCache()
         self.sink = sink
         self.file_check = file_check
+        self.preflight = preflight
 
     def run(self, workflow: Workflow, *, targets: Iterable[str] | None = None, settings: RunSettings | None = None,
             cancel: CancelToken | None = None, run_id: str | None = None) -> RunResult:
@@ -56,6 +60,8 @@ class Executor:
         problems = validate(workflow, self.registry, file_check=self.file_check, require_output=targets is None)
         problems += [Problem("missing_node", f"cannot run node {t!r}: it does not exist", t)
                      for t in targets or () if t not in workflow.nodes]
+        if not problems and self.preflight is not None:
+            problems = list(self.preflight(workflow))
         if problems:
             result.status, result.problems = "invalid", problems
             result.message = f"the workflow has {len(problems)} problem(s)"

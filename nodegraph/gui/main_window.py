@@ -49,7 +49,7 @@ class MainWindow(QtWidgets.QMainWindow):
         # An overriding run manager (tests) is the one whose folders the run loads from: validate against those.
         self.model_folders = models.folders if models is not None else ModelFolders(
             self.app_settings.model_root_paths())
-        self.executor = Executor(registry, file_check=file_check(self.model_folders))
+        self.executor = Executor(registry, file_check=file_check(self.model_folders), preflight=self._preflight)
         self.path: Path | None = None
         self.worker: RunWorker | None = None
         self.run_state = "idle"
@@ -227,6 +227,13 @@ class MainWindow(QtWidgets.QMainWindow):
             self.executor.file_check = file_check(self.model_folders)
         self.recovery.set_interval(settings.autosave_seconds)
         self.properties.show_node(self.properties.node_id)  # file inputs list the new folders' models
+
+    def _preflight(self, workflow: Any) -> list:  # called on the worker thread: it may read model headers
+        """Problems across nodes found by reading model files: a LoRA, embedding or hypernetwork made for another
+        model line than the checkpoint wired to it."""
+        from nodegraph.models.preflight import family_problems
+
+        return family_problems(workflow, self.registry, self.model_folders)
 
     # --- running --------------------------------------------------------------------------------------------------
     def _run_settings(self) -> RunSettings:  # called on the worker thread

@@ -146,3 +146,28 @@ def test_sink_failing_on_some_events_still_gets_the_others(registry):
     assert result.status == "finished"
     assert [e.node_id for e in of_type(received, NodeFinished)] == ["n", "s", "a", "c"]
     assert len(of_type(received, RunFinished)) == 1
+
+
+def test_preflight_problems_make_the_run_invalid_before_any_node_runs(executor, events):
+    from nodegraph.core.validate import Problem
+
+    seen = []
+
+    def preflight(workflow):
+        seen.append(sorted(workflow.nodes))
+        return [Problem("wrong_family", "made for another model line", "f", "how")] if "f" in workflow.nodes else []
+
+    executor.preflight = preflight
+    result = executor.run(fail_workflow("user"))
+    assert result.status == "invalid" and [p.node_id for p in result.problems] == ["f"]
+    assert result.executed == [] and started(events) == []
+    assert of_type(events, RunFailed)[0].problems == tuple(result.problems)
+
+    wf = Workflow()
+    wf.add_node("Number", "n", inputs={"value": 7})
+    wf.add_node("Collect", "c")
+    wf.connect("n", "VALUE", "c", "value")
+    assert executor.run(wf).status == "finished"  # no problem: the run goes ahead
+    assert seen == [["c", "f", "n"], ["c", "n"]]
+    wf.add_node("Collect", "orphan")  # a validation problem: preflight is not asked at all
+    assert executor.run(wf).status == "invalid" and len(seen) == 2

@@ -215,3 +215,31 @@ def test_a_checkpoint_that_cannot_be_loaded_marks_its_node_failed_with_the_messa
     win.adapter.view_node("save").set_selected(True)
     feedback.problems._on_clicked(feedback.problems.item(0))
     assert [n.id for n in win.adapter.graph.selected_nodes()] == [view.id]
+
+
+def test_a_lora_for_another_model_line_is_listed_before_anything_runs(qtbot, registry, tmp_path, models_root):
+    from nodegraph.models.synthetic import write_lora
+
+    loras = [write_lora(models_root / "loras" / "sdxl-style.safetensors", "sdxl-base"),
+             write_lora(models_root / "loras" / "sd1-style.safetensors", "sd1")]
+    try:
+        win = make_window(qtbot, registry, tmp_path / "out", model_manager(models_root))
+        build_txt2img(win.adapter)
+        win.adapter.add_node("LoadLoRA", (0, 300), node_id="lora", inputs={"lora_name": "sdxl-style.safetensors",
+                                                                           "strength_model": 1.0,
+                                                                           "strength_clip": 1.0})
+        assert win.adapter.connect("ckpt", "MODEL", "lora", "model")
+        assert win.adapter.connect("ckpt", "CLIP", "lora", "clip")
+        assert win.adapter.connect("lora", "MODEL", "sample", "model")  # replaces ckpt → sample
+        run(qtbot, win, "invalid")
+        [message] = win.feedback.problems.messages()
+        assert "lora" in message and "lora_name" in message and "SDXL" in message, message
+        assert win.last_result.executed == [] and pngs(tmp_path / "out") == []
+        assert "ckpt" not in win.feedback.nodes.states  # nothing ran, not even the loader
+
+        win.adapter.set_value("lora", "lora_name", "sd1-style.safetensors")  # the right model line runs
+        run(qtbot, win, "finished")
+        assert win.feedback.problems.messages() == [] and len(pngs(tmp_path / "out")) == 1
+    finally:
+        for path in loras:
+            path.unlink()
