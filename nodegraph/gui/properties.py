@@ -263,8 +263,23 @@ class PropertiesPanel(QtWidgets.QWidget):
             folders = getattr(self.adapter.parent(), "model_folders", None) or ModelFolders()
             names = folders.list(spec.file_kind)
         except (ValueError, OSError):
-            names = []
-        combo.addItems(names)
+            folders, names = None, []
+        fitting, other, line = names, [], None
+        if folders is not None and self.node_id is not None:
+            from nodegraph.models.preflight import sort_for_model_line
+
+            fitting, other, line = sort_for_model_line(self.adapter.workflow, self.adapter.registry, folders,
+                                                       self.node_id, names)
+        combo.addItems(fitting)
+        if other:  # files made for another model line than the checkpoint upstream: listed last, greyed
+            combo.insertSeparator(combo.count())
+            for name, other_line in other:
+                combo.addItem(name)
+                index = combo.count() - 1
+                combo.setItemData(index, QtGui.QBrush(QtGui.QColor(130, 130, 130)),
+                                  QtCore.Qt.ItemDataRole.ForegroundRole)
+                combo.setItemData(index, f"made for {other_line.upper()} models; the checkpoint is "
+                                         f"{line.upper()}", QtCore.Qt.ItemDataRole.ToolTipRole)
         combo.activated.connect(lambda _i: self._commit(spec.name, combo.currentText()))
         combo.lineEdit().editingFinished.connect(lambda: self._commit(spec.name, combo.currentText()))
         self._setters[spec.name] = lambda v: combo.setEditText("" if v is None else str(v))

@@ -79,3 +79,48 @@ def _info(cache: dict[Path, ModelInfo | None], folders: ModelFolders, kind: str,
         except ModelError:
             cache[path] = None  # the loader node reports an unreadable file when it runs
     return cache[path]
+
+
+def model_line_of(path: Path) -> str | None:
+    """The model line (``sd1``, ``sd2``, ``sdxl``) a ``.safetensors`` checkpoint or add-on is for, from its header
+    alone (never unpickles, never imports torch: safe on a UI thread); None when unknown or not a safetensors file."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        info = identify(path)
+    except (ModelError, OSError):
+        return None
+    if info.family in FAMILIES:
+        return FAMILIES[info.family].base
+    return info.family if info.family != "unknown" else None
+
+
+def sort_for_model_line(workflow: Workflow, registry: NodeRegistry, folders: ModelFolders, node_id: str,
+                        names: list[str]) -> tuple[list[str], list[tuple[str, str]], str | None]:
+    """Split the add-on files `names` of node `node_id` (a LoRA, embedding or hypernetwork loader) into those that
+    fit the checkpoint wired to it and those made for another model line: ``(fitting, [(name, line)], line)``.
+    Files whose line cannot be read cheaply count as fitting; without a known checkpoint all fit."""
+    node = workflow.nodes.get(node_id)
+    if node is None or node.type not in ADDON_NODES:
+        return names, [], None
+    _, kind, upstream_input, _ = ADDON_NODES[node.type]
+    checkpoint = _upstream_checkpoint(workflow, registry, node_id, upstream_input)
+    line = None
+    if checkpoint:
+        try:
+            line = model_line_of(folders.resolve("checkpoints", checkpoint))
+        except ModelError:
+            line = None
+    if line is None:
+        return names, [], None
+    fitting, other = [], []
+    for name in names:
+        try:
+            addon_line = model_line_of(folders.resolve(kind, name))
+        except ModelError:
+            addon_line = None
+        if addon_line is None or addon_line == line:
+            fitting.append(name)
+        else:
+            other.append((name, addon_line))
+    return fitting, other, line

@@ -243,3 +243,41 @@ def test_a_lora_for_another_model_line_is_listed_before_anything_runs(qtbot, reg
     finally:
         for path in loras:
             path.unlink()
+
+
+def test_the_lora_list_puts_files_for_the_checkpoints_model_line_first(qtbot, registry, tmp_path, models_root):
+    import subprocess
+    import sys
+
+    from PySide6 import QtCore
+
+    from nodegraph.models.synthetic import write_lora
+
+    loras = [write_lora(models_root / "loras" / "b-sdxl.safetensors", "sdxl-base"),
+             write_lora(models_root / "loras" / "c-sd1.safetensors", "sd1")]
+    (models_root / "loras" / "a-unknown.safetensors").write_bytes(b"not readable")  # unknown line: kept first
+    loras.append(models_root / "loras" / "a-unknown.safetensors")
+    try:
+        win = make_window(qtbot, registry, tmp_path / "out", model_manager(models_root))
+        build_txt2img(win.adapter)
+        win.adapter.add_node("LoadLoRA", (0, 300), node_id="lora")
+        assert win.adapter.connect("ckpt", "MODEL", "lora", "model")
+        win.properties.show_node("lora")
+        combo = win.properties.editors["lora_name"]
+        items = [combo.itemText(i) for i in range(combo.count())]
+        assert items == ["a-unknown.safetensors", "c-sd1.safetensors", "", "b-sdxl.safetensors"]
+        assert "SDXL" in combo.itemData(3, QtCore.Qt.ItemDataRole.ToolTipRole)
+        win.adapter.disconnect("lora", "model")  # no checkpoint upstream: every file in name order
+        win.properties.show_node("lora")
+        combo = win.properties.editors["lora_name"]
+        assert [combo.itemText(i) for i in range(combo.count())] == sorted(p.name for p in loras)
+
+        check = ("import sys; from pathlib import Path; from nodegraph.models.preflight import model_line_of; "
+                 f"line = model_line_of(Path({str(loras[0])!r})); "
+                 "assert 'torch' not in sys.modules, 'torch imported'; print(line)")
+        done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+        assert done.returncode == 0 and done.stdout.strip() == "sdxl", done.stderr
+    finally:
+        for path in loras:
+            path.unlink()
