@@ -38,10 +38,10 @@ def loaded_torch() -> Any:
 def chosen_device(models: Any) -> tuple[Any, Any] | None:
     """The (device, dtype) the model service runs on, or None while it is not chosen yet.
 
-    The ModelManager picks its device on first use (reading ``.device`` would pick it here, on the UI thread), so an
-    unset ``_device`` means "not chosen yet"; other services (tests' fakes) just expose ``.device`` and ``.dtype``.
+    The ModelManager picks its device on first use (reading ``.device`` would pick it here, on the UI thread), so
+    ``device_chosen`` False means "not chosen yet"; other services (tests' fakes) expose ``.device`` and ``.dtype``.
     """
-    if models is None or loaded_torch() is None or getattr(models, "_device", "") is None:
+    if models is None or loaded_torch() is None or not getattr(models, "device_chosen", True):
         return None
     try:
         return models.device, models.dtype
@@ -107,8 +107,11 @@ class StatusInfo(QtCore.QObject):
         self.refresh()
 
     def _models(self) -> Any:
+        # The run settings given to the window (tests) win; the app keeps the manager its runs use in `_models`.
         settings = getattr(self.window, "_settings", None)
-        return getattr(settings, "services", {}).get("models") if settings is not None else None
+        if settings is not None and "models" in settings.services:
+            return settings.services["models"]
+        return getattr(self.window, "_models", None)
 
     def refresh(self) -> None:
         """Update both labels (cheap: no file access, no torch import)."""
@@ -121,7 +124,8 @@ class StatusInfo(QtCore.QObject):
             self.device_label.setText(self._device[1])
             self.device_label.setToolTip("The device and precision models run in")
         else:
-            requested = getattr(models, "requested_device", "auto") if models is not None else "auto"
+            app_settings = getattr(self.window, "app_settings", None)
+            requested = getattr(models, "requested_device", None) or getattr(app_settings, "device", "auto")
             self.device_label.setText(f"Device: {requested} — chosen at the first run")
             self.device_label.setToolTip("Torch loads and the device is picked when the first workflow runs")
         parts = [f"RAM {format_bytes(process_ram())}"]

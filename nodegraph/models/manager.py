@@ -51,6 +51,11 @@ class ModelManager:
         self._hash_lock = threading.Lock()
 
     @property
+    def device_chosen(self) -> bool:
+        """True once the device was picked (at the first use): reading :attr:`device` before would pick it."""
+        return self._device is not None
+
+    @property
     def device(self) -> Any:
         """The torch device models run on (chosen on first use)."""
         if self._device is None:

@@ -62,7 +62,7 @@ def test_a_device_not_yet_chosen_is_not_picked_by_the_status_bar(window, monkeyp
     window._settings = RunSettings(services={"models": manager})
     info = StatusInfo(window)
     assert info.device_label.text() == "Device: cpu — chosen at the first run"
-    assert manager._device is None
+    assert not manager.device_chosen
 
 
 def test_after_a_run_on_cuda_the_device_and_vram_are_shown(window, monkeypatch):
@@ -127,3 +127,21 @@ def test_a_status_bar_on_a_fresh_window_does_not_import_torch(tmp_path):
     assert result["torch"] is False
     assert result["device"] == "Device: auto — chosen at the first run"
     assert result["memory"].startswith("RAM ")
+
+
+def test_the_app_shows_the_device_of_the_manager_its_runs_use(qtbot, registry, tmp_path):
+    """Without overriding run settings the window keeps its runs' model manager itself (made from the app settings)."""
+    import torch  # noqa: F401 (loaded, as after a first run)
+
+    from nodegraph.gui.main_window import MainWindow
+    from nodegraph.settings import AppSettings
+
+    win = MainWindow(registry, app_settings=AppSettings(device="cpu", output_dir=str(tmp_path / "out")))
+    qtbot.addWidget(win)
+    assert win.status_info.device_label.text() == "Device: cpu — chosen at the first run"
+    manager = win._run_settings().services["models"]  # what the worker does at the start of a run
+    win.status_info.refresh()
+    assert win.status_info.device_label.text() == "Device: cpu — chosen at the first run"  # not picked yet
+    assert str(manager.device) == "cpu"  # the first model use picks it
+    win.status_info.refresh()
+    assert win.status_info.device_label.text() == "CPU (fp32)"
