@@ -97,6 +97,9 @@ class DropHandler(QtCore.QObject):
             if kind == QtCore.QEvent.Type.Drop:
                 scene_pos = self.viewer.mapToScene(self.viewer.viewport().mapFromGlobal(
                     watched.mapToGlobal(event.position().toPoint())))
-                handle_drop(self.window, [Path(url.toLocalFile()) for url in urls], (scene_pos.x(), scene_pos.y()))
+                paths = [Path(url.toLocalFile()) for url in urls]
+                replaces = any(path.suffix.lower() in (".json", ".png") for path in paths)
+                if not replaces or self.window.confirm_replace():  # a workflow or image replaces the canvas
+                    handle_drop(self.window, paths, (scene_pos.x(), scene_pos.y()))
             return True
         return False

@@ -99,7 +99,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _build_actions(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
-        self._action(file_menu, "&New", self.new_workflow, QtGui.QKeySequence.StandardKey.New)
+        self._action(file_menu, "&New", self._new_from_menu, QtGui.QKeySequence.StandardKey.New)
         self._action(file_menu, "&Open…", self._open_dialog, QtGui.QKeySequence.StandardKey.Open)
         self.recent_files = RecentFilesMenu(self, file_menu.addMenu("Open &Recent"))
         self._action(file_menu, "&Save", self.save, QtGui.QKeySequence.StandardKey.Save)
@@ -175,6 +175,8 @@ class MainWindow(QtWidgets.QMainWindow):
         return True
 
     def _open_dialog(self) -> None:
+        if not self.confirm_replace():
+            return
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open workflow", "", "Workflows (*.json)")
         if path:
             self.open_file(path)
@@ -352,21 +354,33 @@ class MainWindow(QtWidgets.QMainWindow):
         return box.clickedButton() is restore
 
     def ask_save_changes(self) -> str:
-        """Ask what to do with unsaved changes on close: "save", "discard" or "cancel" (tests monkeypatch this)."""
+        """Ask what to do with unsaved changes before they would be lost: "save", "discard" or "cancel" (tests
+        monkeypatch this)."""
         if QtWidgets.QApplication.platformName() == "offscreen":
             return "discard"  # nobody to ask
         buttons = QtWidgets.QMessageBox.StandardButton
-        answer = QtWidgets.QMessageBox.question(self, APP_NAME, "Save changes before closing?",
+        name = self.path.name if self.path else "the untitled workflow"
+        answer = QtWidgets.QMessageBox.question(self, APP_NAME, f"Save the changes to {name}?",
                                                 buttons.Save | buttons.Discard | buttons.Cancel, buttons.Save)
         return {buttons.Save: "save", buttons.Discard: "discard"}.get(answer, "cancel")
 
+    def confirm_replace(self) -> bool:
+        """Before unsaved work would be replaced or closed: offer to save it. False when the user cancels (or the
+        save did not happen), and then nothing may be replaced."""
+        if not self.modified:
+            return True
+        answer = self.ask_save_changes()
+        return answer == "discard" or (answer == "save" and self.save())
+
+    def _new_from_menu(self) -> None:
+        if self.confirm_replace():
+            self.new_workflow()
+
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 (Qt override)
         """Ask about unsaved changes (Cancel keeps the window), stop a running workflow, end the session cleanly."""
-        if self.modified:
-            answer = self.ask_save_changes()
-            if answer == "cancel" or (answer == "save" and not self.save()):
-                event.ignore()
-                return
+        if not self.confirm_replace():
+            event.ignore()
+            return
         self.recovery.close_cleanly()
         if self.worker is not None:
             self.worker.cancel()

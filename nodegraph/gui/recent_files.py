@@ -56,7 +56,8 @@ class RecentFilesMenu(QtCore.QObject):
         return [(action.data(), action.isEnabled()) for action in self.menu.actions() if action.data()]
 
     def _open_entry(self, path: str, _checked: bool = False) -> None:
-        self.window.open_file(path)
+        if self.window.confirm_replace():  # unsaved work: save, discard or stay
+            self.window.open_file(path)
 
     def clear(self) -> None:
         """Forget every recent file."""

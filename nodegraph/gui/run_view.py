@@ -221,8 +221,10 @@ class RunFeedback(QtCore.QObject):
         self.window.state_label.setText(text)  # type: ignore[attr-defined]
 
     def load_image_workflow(self, path: str) -> list[str]:
-        """Replace the canvas with the workflow embedded in the PNG at `path`, exactly as dropping it does; returns
-        the problems (already shown in the status bar)."""
+        """Replace the canvas with the workflow embedded in the PNG at `path`, exactly as dropping it does (after
+        offering to save unsaved work; cancelling keeps it); returns the problems (already shown in the status bar)."""
+        if not self.window.confirm_replace():  # type: ignore[attr-defined]
+            return []
         problems = handle_drop(self.window, [Path(path)])
         if not problems:
             self.show_message(f"Loaded the workflow saved in {Path(path).name}")

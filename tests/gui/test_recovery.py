@@ -201,3 +201,34 @@ def test_a_clean_window_closes_without_asking(qtbot, registry, tmp_path, nodegra
     monkeypatch.setattr(win, "ask_save_changes", lambda: asked.append(1) or "cancel")
     assert win.close() and asked == []
     assert recovery_files(nodegraph_home) == []
+
+
+def test_replacing_unsaved_work_asks_first(qtbot, registry, tmp_path, nodegraph_home, monkeypatch):
+    """New, Open Recent and an image's Load workflow would replace the canvas: unsaved work is offered for saving,
+    Cancel keeps it, Save writes it first, Discard drops it."""
+    win = make_window(qtbot, registry, tmp_path)
+    other = tmp_path / "other.json"
+    assert win.open_file(STARTER) and win.save_as(other)
+    target = tmp_path / "mine.json"
+    assert win.save_as(target)
+    win.adapter.set_value("sample", "steps", 44)
+    edited = dumps(win.adapter.to_workflow())
+    answers = []
+    monkeypatch.setattr(win, "ask_save_changes", lambda: answers.pop(0))
+
+    answers[:] = ["cancel", "cancel", "cancel"]
+    next(a for a in win.menuBar().actions()[0].menu().actions() if a.text() == "&New").trigger()
+    win.recent_files._open_entry(str(other))
+    assert win.feedback.load_image_workflow(str(tmp_path / "any.png")) == []
+    assert answers == [] and win.modified and dumps(win.adapter.to_workflow()) == edited and win.path == target
+
+    answers[:] = ["save"]
+    win.recent_files._open_entry(str(other))
+    assert dumps(load(target)) == edited and win.path == other and not win.modified
+
+    other_saved = other.read_text(encoding="utf-8")
+    win.adapter.set_value("sample", "steps", 45)
+    answers[:] = ["discard"]
+    next(a for a in win.menuBar().actions()[0].menu().actions() if a.text() == "&New").trigger()
+    assert win.path is None and len(win.adapter.workflow.nodes) == 0
+    assert other.read_text(encoding="utf-8") == other_saved
