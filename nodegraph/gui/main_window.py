@@ -42,18 +42,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.registry = registry
         self.app_settings = app_settings if app_settings is not None else AppSettings.load()
         self.adapter = GraphAdapter(registry, self)
-        from nodegraph.models.discovery import ModelFolders, file_check
-
-        # Validation before each run also reports model files missing from the model folders (torch-free).
-        models = settings.services.get("models") if settings is not None else None
-        # An overriding run manager (tests) is the one whose folders the run loads from: validate against those.
-        self.model_folders = models.folders if models is not None else ModelFolders(
-            self.app_settings.model_root_paths())
-        self.executor = Executor(registry, file_check=file_check(self.model_folders), preflight=self._preflight)
+        self._settings = settings
+        self.executor = Executor(registry, preflight=self._preflight)
+        self._use_model_folders()
         self.path: Path | None = None
         self.worker: RunWorker | None = None
         self.run_state = "idle"
-        self._settings = settings
         self._models: Any = None  # the ModelManager of the runs, and the settings it was made for
         self._models_key: tuple | None = None
         self.setCentralWidget(self.adapter.graph.widget)
@@ -221,14 +215,28 @@ class MainWindow(QtWidgets.QMainWindow):
     def apply_settings(self, settings: AppSettings) -> None:
         """Use `settings` from now on: the model folders for validation and the file lists, the autosave interval,
         and for the next run the output folder, device, precision, previews and folders (see `_run_settings`)."""
-        from nodegraph.models.discovery import ModelFolders, file_check
-
         self.app_settings = settings  # replaced, never edited in place: the worker thread reads one snapshot
-        if self._settings is None or "models" not in self._settings.services:  # an overriding manager keeps its own
-            self.model_folders = ModelFolders(settings.model_root_paths())
-            self.executor.file_check = file_check(self.model_folders)
+        self._use_model_folders()
         self.recovery.set_interval(settings.autosave_seconds)
         self.properties.show_node(self.properties.node_id)  # file inputs list the new folders' models
+
+    @property
+    def run_models(self) -> Any:
+        """The model manager runs use: the overriding run settings' (tests), else the one made at the first run
+        (None before it)."""
+        if self._settings is not None and "models" in self._settings.services:
+            return self._settings.services["models"]
+        return self._models
+
+    def _use_model_folders(self) -> None:
+        """Point validation (model files missing before a run, torch-free) and the file lists at the model folders:
+        an overriding run manager's, which are the ones its runs load from, else the app settings' folders."""
+        from nodegraph.models.discovery import ModelFolders, file_check
+
+        override = self._settings.services.get("models") if self._settings is not None else None
+        self.model_folders = override.folders if override is not None else ModelFolders(
+            self.app_settings.model_root_paths())
+        self.executor.file_check = file_check(self.model_folders)
 
     def _preflight(self, workflow: Any) -> list:  # called on the worker thread: it may read model headers
         """Problems across nodes found by reading model files: a LoRA, embedding or hypernetwork made for another

@@ -106,16 +106,9 @@ class StatusInfo(QtCore.QObject):
         self.timer.start()
         self.refresh()
 
-    def _models(self) -> Any:
-        # The run settings given to the window (tests) win; the app keeps the manager its runs use in `_models`.
-        settings = getattr(self.window, "_settings", None)
-        if settings is not None and "models" in settings.services:
-            return settings.services["models"]
-        return getattr(self.window, "_models", None)
-
     def refresh(self) -> None:
         """Update both labels (cheap: no file access, no torch import)."""
-        models = self._models()
+        models = getattr(self.window, "run_models", None)
         torch = loaded_torch()
         chosen = chosen_device(models)
         if chosen is not None:
