@@ -11,7 +11,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from nodegraph import __version__
+from nodegraph.build_info import build_info
 from nodegraph.cli import codes
 from nodegraph.core.errors import NodegraphError
 
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="nodegraph", parents=[common],
                                      description="A native node-graph app for Stable Diffusion.")
-    parser.add_argument("--version", action="version", version=f"nodegraph {__version__}")
+    parser.add_argument("--version", action="version", version=build_info().describe())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     gui = sub.add_parser("gui", parents=[common], help="start the desktop app (the default)")
