@@ -69,6 +69,9 @@ def run_command(args: argparse.Namespace) -> int:
             reports.append(_report(overrides, result))
             if result.status != "finished":
                 break
+    note = settings.services["models"].device_note
+    if note and not args.quiet:
+        print(f"nodegraph: warning: {note}", file=sys.stderr)
     if args.json:
         json.dump({"runs": reports}, sys.stdout, indent=2)
         print()

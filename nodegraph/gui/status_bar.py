@@ -22,6 +22,9 @@ DTYPE_NAMES = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float6
 
 GB = 1024**3
 
+#: The device label's colour when a GPU is left unused.
+WARNING_COLOUR = "#e5a50a"
+
 
 def format_bytes(count: float) -> str:
     """A memory size as people read it: '312 MB', '1.2 GB', '139 GB'."""
@@ -114,8 +117,11 @@ class StatusInfo(QtCore.QObject):
         if chosen is not None:
             if self._device is None or self._device[0] is not models:
                 self._device = (models, device_text(*chosen, torch))
-            self.device_label.setText(self._device[1])
-            self.device_label.setToolTip("The device and precision models run in")
+            note = getattr(models, "device_note", "")  # a GPU left unused (CPU-only torch, unusable CUDA)
+            self.device_label.setText(self._device[1] + (" — GPU not used" if note else ""))
+            self.device_label.setStyleSheet(f"color: {WARNING_COLOUR};" if note else "")
+            self.device_label.setToolTip(note[:1].upper() + note[1:] if note
+                                         else "The device and precision models run in")
         else:
             app_settings = getattr(self.window, "app_settings", None)
             requested = getattr(models, "requested_device", None) or getattr(app_settings, "device", "auto")

@@ -33,6 +33,34 @@ def pick_device(requested: str = "auto") -> Any:
     return device
 
 
+def cpu_fallback_note(device: Any) -> str:
+    """Why models run on the CPU of a machine whose GPU could run them, in words for the status bar and the
+    command line; '' when the device is a GPU or the machine has none that this torch could use.
+
+    Honesty about builds: a CPU-only torch on a machine with an NVIDIA GPU, or a CUDA torch that finds no usable
+    GPU (no driver, or one too old), must never look like a normal GPU run.
+    """
+    if getattr(device, "type", None) != "cpu":
+        return ""
+    from nodegraph.build_info import build_info
+    from nodegraph.hardware import nvidia_gpu
+
+    torch = import_torch()
+    gpu = nvidia_gpu()
+    cuda_build = getattr(torch.version, "cuda", None)
+    if cuda_build is None:
+        if gpu is None:
+            return ""
+        remedy = ("install nodegraph's CUDA build" if build_info().packaged
+                  else "install a CUDA build of torch (see the README)")
+        return f"this torch is a CPU-only build, so {gpu} is not used: {remedy}"
+    if torch.cuda.is_available():
+        return ""  # the user chose the CPU although CUDA works: their choice, nothing to explain
+    found = f"found {gpu}" if gpu else "no NVIDIA driver was found"
+    return (f"this is a CUDA {cuda_build} build of torch, but CUDA cannot be used here ({found}; the driver may be "
+            "missing or too old): running on the CPU")
+
+
 def compute_dtype(device: Any, precision: str = "auto") -> Any:
     """The dtype models run in on `device` for the user's `precision` setting.
 

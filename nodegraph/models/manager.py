@@ -18,7 +18,7 @@ from typing import Any
 
 from nodegraph.models.cache import ModelCache, file_key
 from nodegraph.models.configs import load_config
-from nodegraph.models.devices import PRECISIONS, compute_dtype, pick_device
+from nodegraph.models.devices import PRECISIONS, compute_dtype, cpu_fallback_note, pick_device
 from nodegraph.models.discovery import ModelFolders
 from nodegraph.models.embeddings import Embedding, read_embedding
 from nodegraph.models.families import get_family
@@ -48,6 +48,8 @@ class ModelManager:
         self.requested_device = device
         self.precision = precision
         self._device: Any = None
+        #: Why models run on the CPU although the machine has a GPU ('' otherwise); set when the device is chosen.
+        self.device_note = ""
         self._hash_lock = threading.Lock()
 
     @property
@@ -59,7 +61,9 @@ class ModelManager:
     def device(self) -> Any:
         """The torch device models run on (chosen on first use)."""
         if self._device is None:
-            self._device = pick_device(self.requested_device)
+            device = pick_device(self.requested_device)
+            self.device_note = cpu_fallback_note(device)
+            self._device = device
         return self._device
 
     @property

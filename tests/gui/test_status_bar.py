@@ -145,3 +145,20 @@ def test_the_app_shows_the_device_of_the_manager_its_runs_use(qtbot, registry, t
     assert str(manager.device) == "cpu"  # the first model use picks it
     win.status_info.refresh()
     assert win.status_info.device_label.text() == "CPU (fp32)"
+
+
+def test_a_gpu_left_unused_is_said_in_the_status_bar(window, monkeypatch):
+    """A CPU-only build on a machine with an NVIDIA GPU (or a CUDA build that cannot use it) never looks like a
+    normal run: the label says the GPU is not used, and its tooltip says why."""
+    models = FakeModels(types.SimpleNamespace(type="cpu", index=None), "torch.float32")
+    models.device_note = ("this torch is a CPU-only build, so NVIDIA RTX 4090 is not used: install nodegraph's CUDA "
+                          "build")
+    window._settings = RunSettings(services={"models": models})
+    monkeypatch.setitem(sys.modules, "torch", fake_torch(initialised=False))
+    info = StatusInfo(window)
+    assert info.device_label.text() == "CPU (fp32) — GPU not used"
+    assert info.device_label.toolTip().startswith("This torch is a CPU-only build, so NVIDIA RTX 4090 is not used")
+    assert "color" in info.device_label.styleSheet()
+    models.device_note = ""
+    info.refresh()
+    assert info.device_label.text() == "CPU (fp32)" and info.device_label.styleSheet() == ""

@@ -92,3 +92,43 @@ def test_vae_marked_force_upcast_decodes_in_float32_directly():
         expected = copy.deepcopy(vae).float().decode(latents).sample
     assert torch.equal(decode_latents(vae, latents), expected)
     assert vae.dtype == torch.float16
+
+
+def test_a_cpu_only_torch_names_the_gpu_it_leaves_unused(monkeypatch):
+    from nodegraph import build_info as build_info_module
+    from nodegraph import hardware
+    from nodegraph.models.devices import cpu_fallback_note
+
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(hardware, "nvidia_gpu", lambda: "NVIDIA GeForce RTX 4090 (driver 550.54.14)")
+    note = cpu_fallback_note(torch.device("cpu"))
+    assert "CPU-only build" in note and "RTX 4090" in note and "install a CUDA build of torch" in note
+    monkeypatch.setattr(build_info_module, "build_info", lambda: build_info_module.BuildInfo("1", variant="cpu"))
+    assert "install nodegraph's CUDA build" in cpu_fallback_note(torch.device("cpu"))
+    assert cpu_fallback_note(torch.device("cuda")) == ""  # a GPU run has nothing to explain
+    monkeypatch.setattr(hardware, "nvidia_gpu", lambda: None)
+    assert cpu_fallback_note(torch.device("cpu")) == ""  # no GPU: the CPU is the right device
+
+
+def test_a_cuda_torch_that_cannot_use_cuda_says_so(monkeypatch):
+    from nodegraph import hardware
+    from nodegraph.models.devices import cpu_fallback_note
+
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "nvidia_gpu", lambda: None)
+    note = cpu_fallback_note(torch.device("cpu"))
+    assert "CUDA 12.8 build" in note and "cannot be used" in note and "no NVIDIA driver" in note
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cpu_fallback_note(torch.device("cpu")) == ""  # the user chose the CPU on a working GPU
+
+
+def test_the_manager_keeps_the_note_of_the_device_it_picked(monkeypatch):
+    from nodegraph import hardware
+
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(hardware, "nvidia_gpu", lambda: "an NVIDIA GPU (driver 550.54.14)")
+    manager = ModelManager(ModelFolders([]), device="cpu")
+    assert manager.device_note == ""  # nothing picked yet
+    assert manager.device.type == "cpu"
+    assert "an NVIDIA GPU (driver 550.54.14) is not used" in manager.device_note
