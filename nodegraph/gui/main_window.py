@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from nodegraph import __version__
 from nodegraph.core.errors import WorkflowError
 from nodegraph.core.migrations import upgrade_node_versions
 from nodegraph.core.registry import NodeRegistry
@@ -15,9 +15,11 @@ from nodegraph.core.workflow_io import load, save
 from nodegraph.engine.context import RunSettings
 from nodegraph.engine.events import NodeFailed, NodeFinished, NodeStarted, Progress
 from nodegraph.engine.executor import Executor
+from nodegraph.gui.about import app_icon, show_about
 from nodegraph.gui.adapter import GraphAdapter
 from nodegraph.gui.drops import DropHandler
 from nodegraph.gui.edit_actions import EditActions, RunQueue
+from nodegraph.gui.lifecycle import watch_window
 from nodegraph.gui.palette import install_node_tools
 from nodegraph.gui.properties import apply_seed_controls
 from nodegraph.gui.recent_files import RecentFilesMenu
@@ -110,6 +112,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.run_action = self._action(run_menu, "&Run", self.run_workflow, "Ctrl+Return")
         self.cancel_action = self._action(run_menu, "&Cancel", self.cancel_run, "Esc")
         self.cancel_action.setEnabled(False)
+        help_menu = bar.addMenu("&Help")
+        self.about_action = self._action(help_menu, "&About nodegraph", lambda: show_about(self))
+        self.about_action.setMenuRole(QtGui.QAction.MenuRole.AboutRole)
 
     # --- files ----------------------------------------------------------------------------------------------------
     @property
@@ -405,6 +410,10 @@ def run_app(file: str | None = None) -> int:
 
     prepare_high_dpi()  # before the QApplication exists
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([APP_NAME])
+    app.setApplicationName(APP_NAME)
+    app.setApplicationVersion(__version__)
+    app.setDesktopFileName(APP_NAME)  # Wayland and the task bar match windows to the installed nodegraph.desktop
+    app.setWindowIcon(app_icon())
     apply_theme(app)  # dark, matching the canvas
     window = MainWindow(create_registry())
     starter = resources_dir() / "workflows" / "txt2img.json"
@@ -420,9 +429,7 @@ def run_app(file: str | None = None) -> int:
     if screen is not None:  # most of the screen, leaving room for the desktop's panels
         available = screen.availableGeometry()
         window.resize(max(1000, int(available.width() * 0.9)), max(700, int(available.height() * 0.9)))
+    watch_window(window)  # SIGTERM / Ctrl+C close the window like its close button; smoke-test switches
     window.show()
     maybe_show_first_start(window)  # no checkpoint yet: where models go, the user's installs, the demo checkpoint
-    quit_after = os.environ.get("NODEGRAPH_GUI_QUIT_AFTER_MS")  # smoke tests: show the window, then quit
-    if quit_after:
-        QtCore.QTimer.singleShot(int(quit_after), app.quit)
     return app.exec()
