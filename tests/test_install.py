@@ -25,7 +25,7 @@ def _run(*args: str, cwd: Path, env: dict | None = None) -> str:
 def test_wheel_installs_into_a_fresh_venv_and_finds_nodes_and_resources(tmp_path):
     # Build the wheel from a copy of the tree, so the checkout is not touched (no build/ or egg-info left behind).
     source = tmp_path / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info",
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info",
                                                                 "__pycache__", "test-artifacts"))
     _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w",
          str(tmp_path / "dist"), str(source), cwd=tmp_path)
