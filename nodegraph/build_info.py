@@ -17,8 +17,8 @@ from nodegraph import __version__
 
 BUILD_FILE = Path(__file__).resolve().parent / "build.json"
 
-#: What each torch variant of the installers is, in words.
-VARIANT_NAMES = {"cpu": "CPU only"}
+#: What the torch variants without a version in their name are, in words.
+VARIANT_NAMES = {"cpu": "CPU only", "mps": "Apple silicon (MPS)"}
 
 
 @dataclass(frozen=True)
@@ -38,16 +38,18 @@ class BuildInfo:
         return self.variant is not None
 
     def variant_text(self) -> str:
-        """'CPU only', 'CUDA 12.8' … for a bundle's torch variant; '' for a Python install."""
+        """'CPU only', 'CUDA 12.8', 'ROCm 6.4' … for a bundle's torch variant; '' for a Python install."""
         if self.variant is None:
             return ""
         if self.variant.startswith("cu") and self.variant[2:].isdigit():
             digits = self.variant[2:]
             return f"CUDA {digits[:-1]}.{digits[-1]}"
+        if self.variant.startswith("rocm"):
+            return f"ROCm {self.variant[4:]}"
         return VARIANT_NAMES.get(self.variant, self.variant)
 
     def describe(self) -> str:
-        """One line for ``--version`` and the About dialog: 'nodegraph 0.1.0 (installer, CPU only, torch
+        """One line for ``--version`` and the About dialog: 'nodegraph 0.1.0 (Linux installer, CPU only, torch
         2.13.0+cpu)' or 'nodegraph 0.1.0 (Python install)'."""
         if not self.packaged:
             return f"nodegraph {self.version} (Python install)"

@@ -53,6 +53,8 @@ def test_an_installer_build_names_its_torch_variant(build_file):
     assert info.describe() == f"nodegraph {nodegraph.__version__} (Linux installer, CPU only, torch 2.13.0+cpu)"
     assert BuildInfo("1", variant="cu128").variant_text() == "CUDA 12.8"
     assert BuildInfo("1", variant="cu126").variant_text() == "CUDA 12.6"
+    assert BuildInfo("1", variant="rocm6.4").variant_text() == "ROCm 6.4"
+    assert BuildInfo("1", variant="mps").variant_text() == "Apple silicon (MPS)"
 
 
 @pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"variant": 3}'])
