@@ -1,7 +1,9 @@
-"""Shared fixtures: no network for the whole session, an isolated data folder per test, and the fake node pack."""
+"""Shared fixtures: no network for the whole session, an isolated data folder per test, the fake node pack, and tiny
+float32 checkpoints built once per session."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -61,3 +63,41 @@ def registry() -> NodeRegistry:
     reg = create_registry([FAKE_PACK], user_packs=False)
     assert not reg.problems, reg.problems
     return reg
+
+
+class TinyCheckpoints:
+    """Tiny float32 single-file checkpoints, by (family, seed): each is written once per session by
+    ``synthetic.write_checkpoint`` and copied byte for byte wherever a test module wants its own file. Building the
+    models takes seconds (SDXL's text encoders keep the real widths and vocabulary); copying the file does not."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._written: dict[tuple[str, int], Path] = {}
+
+    def write(self, path: Path, family: str, seed: int = 0) -> Path:
+        """What ``write_checkpoint(path, family, seed, dtype=torch.float32)`` writes: the same bytes at `path`."""
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise ValueError(f"{path.name}: only .safetensors checkpoints are shared")
+        key = (family, seed)
+        if key not in self._written:
+            import torch
+
+            from nodegraph.models.offline import ensure_offline
+
+            ensure_offline()
+            from nodegraph.models.synthetic import write_checkpoint
+
+            self._written[key] = write_checkpoint(self.folder / f"{family}-seed{seed}.safetensors", family, seed,
+                                                  dtype=torch.float32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._written[key], path)
+        return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory):
+    """:class:`TinyCheckpoints`; the session's originals are removed at its end (the copies stay where written)."""
+    folder = tmp_path_factory.mktemp("tiny-checkpoints")
+    yield TinyCheckpoints(folder)
+    shutil.rmtree(folder, ignore_errors=True)

@@ -3,7 +3,8 @@ single-file format and its image reaches the image panel; a run cancelled mid-sa
 run works; a checkpoint that cannot be loaded marks its node failed with the loader's message.
 
 The fake-node cases of the same feedback are in test_run_feedback.py; here the nodes, the model layer and the worker
-thread are the real ones. The checkpoint is written once per module (about 230 MB of float32, a few seconds).
+thread are the real ones. The checkpoint is copied once per module from the session's shared one (about 230 MB of
+float32).
 """
 
 from __future__ import annotations
@@ -56,17 +57,13 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def models_root(tmp_path_factory) -> Path:
-    """A models root (ComfyUI layout) holding one tiny SD 1.x checkpoint in float32."""
-    import torch
-
+def models_root(tmp_path_factory, tiny_checkpoints) -> Path:
+    """A models root (ComfyUI layout) holding one tiny SD 1.x checkpoint in float32 (the session's shared file)."""
     from nodegraph.models.offline import ensure_offline
 
     ensure_offline()
-    from nodegraph.models.synthetic import write_checkpoint
-
     root = tmp_path_factory.mktemp("gui-models")
-    write_checkpoint(root / "checkpoints" / CHECKPOINT, "sd1", 0, dtype=torch.float32)
+    tiny_checkpoints.write(root / "checkpoints" / CHECKPOINT, "sd1", 0)
     return root
 
 

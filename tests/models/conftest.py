@@ -49,15 +49,15 @@ def folder(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def sd1_path(folder):
+def sd1_path(folder, tiny_checkpoints):
     """A tiny SD 1.x checkpoint (float32, seed 0)."""
-    return synthetic.write_checkpoint(folder / "tiny-sd1.safetensors", "sd1", seed=0)
+    return tiny_checkpoints.write(folder / "tiny-sd1.safetensors", "sd1", seed=0)
 
 
 @pytest.fixture(scope="session")
-def sdxl_path(folder):
+def sdxl_path(folder, tiny_checkpoints):
     """A tiny SDXL base checkpoint (float32, seed 0)."""
-    return synthetic.write_checkpoint(folder / "tiny-sdxl.safetensors", "sdxl-base", seed=0)
+    return tiny_checkpoints.write(folder / "tiny-sdxl.safetensors", "sdxl-base", seed=0)
 
 
 @pytest.fixture(scope="session")

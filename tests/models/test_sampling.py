@@ -51,14 +51,15 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """float32 tiny checkpoints, written and loaded through the real loader on first use, by family."""
+def models(tmp_path_factory, tiny_checkpoints):
+    """float32 tiny checkpoints (the session's shared files, see ``tiny_checkpoints``), loaded through the real loader
+    on first use, by family."""
     folder = tmp_path_factory.mktemp("sampling")
     seeds = {"sd2-v": 1}
 
     class Models(dict):
         def __missing__(self, family):
-            path = synthetic.write_checkpoint(folder / f"tiny-{family}.safetensors", family, seed=seeds.get(family, 0))
+            path = tiny_checkpoints.write(folder / f"tiny-{family}.safetensors", family, seed=seeds.get(family, 0))
             self[family] = load_checkpoint(path)
             return self[family]
 

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
 from nodegraph.models.offline import ensure_offline
 
@@ -20,7 +19,7 @@ ensure_offline()
 from nodegraph.models.discovery import ModelFolders  # noqa: E402
 from nodegraph.models.loader import LoadedCheckpoint, load_checkpoint  # noqa: E402
 from nodegraph.models.manager import ModelManager  # noqa: E402
-from nodegraph.models.synthetic import write_checkpoint, write_embedding, write_lora, write_vae  # noqa: E402
+from nodegraph.models.synthetic import write_embedding, write_lora, write_vae  # noqa: E402
 from nodegraph.packs import create_registry  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +48,9 @@ ADDONS: dict[str, tuple[str, Callable[[Path], Path]]] = {
 class ModelsRoot:
     """The models root; ``files["sd1"]`` writes the file on first use and returns its path."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, checkpoints):
         self.root = root
+        self.checkpoints = checkpoints
         for kind in ("checkpoints", "loras", "vae", "embeddings"):
             (root / kind).mkdir(parents=True, exist_ok=True)
         self._paths: dict[str, Path] = {}
@@ -59,7 +59,7 @@ class ModelsRoot:
         if key not in self._paths:
             if key in CHECKPOINTS:
                 name, family, seed = CHECKPOINTS[key]
-                path = write_checkpoint(self.root / "checkpoints" / name, family, seed, dtype=torch.float32)
+                path = self.checkpoints.write(self.root / "checkpoints" / name, family, seed)
             else:
                 relative, write = ADDONS[key]
                 path = write(self.root / relative)
@@ -72,9 +72,10 @@ class ModelsRoot:
 
 
 @pytest.fixture(scope="session")
-def models(tmp_path_factory) -> ModelsRoot:
-    """The tiny model files, by key (see CHECKPOINTS and ADDONS)."""
-    return ModelsRoot(tmp_path_factory.mktemp("models"))
+def models(tmp_path_factory, tiny_checkpoints) -> ModelsRoot:
+    """The tiny model files, by key (see CHECKPOINTS and ADDONS); the float32 checkpoints are the session's shared
+    ones (see ``tiny_checkpoints``), the same bytes ``write_checkpoint`` writes."""
+    return ModelsRoot(tmp_path_factory.mktemp("models"), tiny_checkpoints)
 
 
 @pytest.fixture(scope="session")
