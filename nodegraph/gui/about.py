@@ -26,21 +26,18 @@ def about_text() -> str:
     dialog must never import it) and the data folder."""
     info = build_info()
     torch = sys.modules.get("torch")
-    torch_line = (f"torch {torch.__version__} (CUDA {torch.version.cuda})" if torch is not None and torch.version.cuda
-                  else f"torch {torch.__version__}" if torch is not None
-                  else f"torch {info.torch}" if info.torch else "torch: loads at the first run")
-    rows = [
-        html.escape(info.describe()),
-        html.escape(torch_line),
-        html.escape(f"Python {platform.python_version()}, Qt {QtCore.qVersion()}, {platform.system()} "
-                    f"{platform.machine()}"),
-        html.escape(f"Your files: {app_home()}"),
-    ]
+    rows = [info.describe()]
+    if torch is not None:
+        rows.append(f"torch {torch.__version__}" + (f" (CUDA {torch.version.cuda})" if torch.version.cuda else ""))
+    elif not info.torch:  # an installer's line above names its torch already
+        rows.append("torch: loads at the first run")
+    rows += [f"Python {platform.python_version()}, Qt {QtCore.qVersion()}, {platform.system()} {platform.machine()}",
+             f"Your files: {app_home()}"]
     if info.commit:
-        rows.append(html.escape(f"Source revision {info.commit}"))
+        rows.append(f"Source revision {info.commit}")
     return (f"<h3>nodegraph {html.escape(info.version)}</h3>"
             "<p>A native node-graph app for Stable Diffusion.</p>"
-            f"<p>{'<br>'.join(rows)}</p>"
+            f"<p>{'<br>'.join(html.escape(row) for row in rows)}</p>"
             f"<p>Licensed under {PROJECT_LICENCE}.</p>")
 
 
