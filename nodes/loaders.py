@@ -42,13 +42,35 @@ def load_checkpoint(ctx, ckpt_name, prediction):
       fingerprint=file_fingerprint("loras", "lora_name"))
 def load_lora(ctx, model, clip, lora_name, strength_model, strength_clip):
     """Add the LoRA to both handles' patch lists (checked against the checkpoint's family now)."""
+    from nodegraph.models.lora import LoraSpec
+
+    path = _checked_lora(ctx, model, lora_name)
+    return {"MODEL": replace(model, loras=(*model.loras, LoraSpec(path, strength_model, 0.0))),
+            "CLIP": replace(clip, loras=(*clip.loras, LoraSpec(path, 0.0, strength_clip)))}
+
+
+def _checked_lora(ctx, model, lora_name):
+    """The LoRA file's path, after checking it fits the checkpoint's family."""
     from nodegraph.models.families import get_family
-    from nodegraph.models.lora import LoraSpec, check_lora
+    from nodegraph.models.lora import check_lora
 
     path = ctx.models.resolve("loras", lora_name)
     check_lora(path, get_family(model.family))
-    return {"MODEL": replace(model, loras=(*model.loras, LoraSpec(path, strength_model, 0.0))),
-            "CLIP": replace(clip, loras=(*clip.loras, LoraSpec(path, 0.0, strength_clip)))}
+    return path
+
+
+@node(type="LoadLoRAModelOnly", display_name="LoRA (model only)", category="loaders",
+      description="Apply a LoRA to the model only, leaving the text encoder as it is (ComfyUI's LoraLoaderModelOnly).",
+      inputs=[Input.link("model", PortType.MODEL), Input.string("lora_name", None, file_kind="loras"),
+              Input.float("strength_model", 1.0, min=-10.0, max=10.0, step=0.05)],
+      outputs=[Output("MODEL", PortType.MODEL)],
+      fingerprint=file_fingerprint("loras", "lora_name"))
+def load_lora_model_only(ctx, model, lora_name, strength_model):
+    """Add the LoRA to the MODEL handle's patch list only."""
+    from nodegraph.models.lora import LoraSpec
+
+    path = _checked_lora(ctx, model, lora_name)
+    return {"MODEL": replace(model, loras=(*model.loras, LoraSpec(path, strength_model, 0.0)))}
 
 
 @node(type="LoadEmbedding", display_name="Embedding", category="loaders",

@@ -37,7 +37,7 @@ def test_dragging_from_a_model_output_lists_only_nodes_taking_a_model(window, qt
     assert not {"VAEDecode", "CLIPTextEncode", "LoadCheckpoint", "Number"} & set(listed)
     assert "MODEL" in quick.edit.placeholderText()
     qtbot.keyClicks(quick.edit, "lora")
-    assert quick.listed_types() == ["LoadLoRA"]
+    assert quick.listed_types() == ["LoadLoRA", "LoadLoRAModelOnly"]
     quick.hide()
     quick.popup(QtCore.QPoint(0, 0), QtCore.QPointF(0, 0))  # Tab search afterwards lists everything again
     assert "VAEDecode" in quick.listed_types() and quick.port is None
