@@ -1,4 +1,5 @@
-"""Conditioning nodes: encode a prompt (AUTOMATIC1111 emphasis, long prompts, embeddings) and set CLIP skip."""
+"""Conditioning nodes: encode a prompt (AUTOMATIC1111 emphasis, prompt editing, long prompts, embeddings) and set CLIP
+skip."""
 
 from dataclasses import replace
 from pathlib import Path
@@ -39,14 +40,17 @@ def _folder_embeddings_fingerprint(settings, text):
 
 
 @node(type="CLIPTextEncode", display_name="CLIP Text Encode", category="conditioning",
-      description="Encode a prompt. AUTOMATIC1111 syntax: (word), ((word)), (word:1.3), [word], \\( escapes, BREAK; "
-                  "prompts over 75 tokens continue in further chunks; embeddings as embedding:name or by name.",
+      description="Encode a prompt. AUTOMATIC1111 syntax: (word), ((word)), (word:1.3), [word], \\( escapes, BREAK, "
+                  "prompt editing [from:to:when] (when a step, or a fraction like 0.5 of the sampler's steps) and "
+                  "[a|b] (alternating each step); prompts over 75 tokens continue in further chunks; embeddings as "
+                  "embedding:name or by name.",
       inputs=[Input.link("clip", PortType.CLIP), Input.string("text", "", multiline=True)],
       outputs=[Output("CONDITIONING", PortType.CONDITIONING)], fingerprint=_folder_embeddings_fingerprint)
 def clip_text_encode(ctx, clip, text):
     """Encode with the CLIP handle's LoRAs, embeddings and CLIP skip applied for this call only."""
     from nodegraph.models.lora import applied_loras
     from nodegraph.models.prompt_encoder import encode_prompt
+    from nodegraph.models.prompt_parser import TooManyPromptVariants
 
     checkpoint = ctx.models.checkpoint(clip.checkpoint)
     embeddings = _embeddings_for(ctx, clip, text)
@@ -56,6 +60,8 @@ def clip_text_encode(ctx, clip, text):
             conditioning = encode_prompt(text, family=checkpoint.family, tokenizers=checkpoint.tokenizers,
                                          text_encoders=checkpoint.text_encoders, clip_skip=clip.clip_skip,
                                          embeddings=embeddings)
+        except TooManyPromptVariants as error:
+            raise NodeError(f"text: {error}") from None
         except ValueError as error:  # e.g. a CLIP skip deeper than this text encoder
             raise NodeError(str(error)) from None
     return {"CONDITIONING": replace(conditioning, text=text, clip_skip=clip.clip_skip)}

@@ -1,9 +1,18 @@
-"""What flows along a CONDITIONING edge: encoded prompt embeddings, plus the pooled embedding SDXL needs."""
+"""What flows along a CONDITIONING edge: encoded prompt embeddings, plus the pooled embedding SDXL needs, and for a
+prompt that uses AUTOMATIC1111's prompt editing (``[from:to:when]``, ``[a|b]``) the encoding of each plain prompt it
+turns into, chosen per sampler step with :meth:`Conditioning.at_step`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nodegraph.models.prompt_parser import PromptSchedule
+
+#: The step count whose first step a scheduled conditioning's own ``embeds`` show (the UNet Sampler's default).
+NOMINAL_STEPS = 20
 
 
 @dataclass(frozen=True)
@@ -12,13 +21,46 @@ class Conditioning:
 
     Args:
         embeds: the text-encoder hidden states, shaped [1, tokens, width] (77 tokens per chunk of the prompt; SDXL
-            concatenates both encoders along the width).
+            concatenates both encoders along the width). For a scheduled prompt: those of its first step at
+            :data:`NOMINAL_STEPS` steps, for consumers that ignore scheduling; a sampler calls :meth:`at_step`.
         pooled: SDXL's pooled embedding of its second text encoder, shaped [1, width]; None for SD 1.x/2.x.
-        text: the prompt as the user wrote it (for image metadata).
+        text: the prompt as the user wrote it (for image metadata), editing syntax included.
         clip_skip: the CLIP skip it was encoded with (for image metadata).
+        schedule: the parsed prompt editing; None for a prompt without any (then :meth:`at_step` returns self).
+        variants: each plain prompt the schedule may give → its encoding (a plain Conditioning with this `text`).
     """
 
     embeds: Any
     pooled: Any | None = None
     text: str = ""
     clip_skip: int = 1
+    schedule: PromptSchedule | None = field(default=None, repr=False, compare=False)
+    variants: Mapping[str, Conditioning] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_scheduled(self) -> bool:
+        """Whether the conditioning changes from step to step, so a sampler must call :meth:`at_step` each step."""
+        return self.schedule is not None
+
+    def at_step(self, step_index: int, total_steps: int, *, first_pass_steps: int | None = None) -> Conditioning:
+        """The plain conditioning AUTOMATIC1111 uses at one sampler step; self when the prompt has no editing.
+
+        Args:
+            step_index: the 0-based index of the step within the whole schedule, ``0 … total_steps − 1``, counted as
+                AUTOMATIC1111's denoiser counts: one per model evaluation (its second-order samplers — Heun, DPM2,
+                DPM2 a, DPM++ 2S a, DPM++ SDE — evaluate twice per step); in img2img, 0 is the first step run.
+            total_steps: the steps the fractions in ``[from:to:0.5]`` refer to: the sampler's `steps` (twice that
+                for the second-order samplers), also in img2img, where only the last part of them runs.
+            first_pass_steps: only for the second pass of a hires fix: the first pass's `total_steps`, which
+                AUTOMATIC1111 subtracts from step numbers (and 1 from fractions); `total_steps` is then the second
+                pass's.
+
+        Returns one of a few stored objects (the same one for steps with the same text), so comparing by identity
+        tells whether the conditioning changed since the last step.
+        """
+        if self.schedule is None:
+            return self
+        variant = self.variants[self.schedule.text_at(step_index, total_steps, first_pass_steps=first_pass_steps)]
+        if variant.text != self.text or variant.clip_skip != self.clip_skip:  # a replace() after encoding
+            variant = replace(variant, text=self.text, clip_skip=self.clip_skip)
+        return variant

@@ -16,7 +16,9 @@ match diffusers'. Beyond that:
   of the first chunk;
 - embeddings named in the prompt (``embedding:name`` or the bare name, see
   :func:`nodegraph.models.prompt_parser.find_embedding_references`) are registered on the encoders for the duration
-  of the call and take their fragment's weight.
+  of the call and take their fragment's weight;
+- prompt editing (``[from:to:when]``, ``[a|b]``): each plain prompt the prompt may turn into is encoded as above, and
+  the sampler picks one per step (:meth:`nodegraph.models.conditioning.Conditioning.at_step`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from nodegraph.models.conditioning import Conditioning
+from nodegraph.models.conditioning import NOMINAL_STEPS, Conditioning
 from nodegraph.models.embeddings import Embedding, expand_prompt, registered_embeddings
 from nodegraph.models.errors import ModelNotFoundError
 from nodegraph.models.families import Family
@@ -34,10 +36,12 @@ from nodegraph.models.offline import import_torch
 from nodegraph.models.prompt_parser import (
     BREAK,
     CHUNK_LENGTH,
+    MAX_PROMPT_VARIANTS,
     Chunk,
     PromptBreak,
     find_embedding_references,
     parse_prompt,
+    parse_schedule,
     split_chunks,
 )
 
@@ -49,7 +53,8 @@ _NEGLIGIBLE_MEAN = 1e-4
 
 
 def encode_prompt(text: str, *, family: Family, tokenizers: Mapping[str, Any], text_encoders: Mapping[str, Any],
-                  clip_skip: int = 1, embeddings: Mapping[str, Embedding] | None = None) -> Conditioning:
+                  clip_skip: int = 1, embeddings: Mapping[str, Embedding] | None = None,
+                  max_variants: int = MAX_PROMPT_VARIANTS) -> Conditioning:
     """Encode `text` (AUTOMATIC1111 prompt syntax) with a model's tokenizers and text encoders.
 
     Args:
@@ -61,12 +66,16 @@ def encode_prompt(text: str, *, family: Family, tokenizers: Mapping[str, Any], t
             one before, and so on.
         embeddings: the embeddings the prompt may name, by key (the token an Embedding node gives them); found by
             ``embedding:<key, file stem, file name or relative path>`` and by the bare key or file stem.
+        max_variants: the most distinct plain prompts that prompt editing may produce (each is encoded).
 
     Returns a :class:`Conditioning` whose tensors have the text encoder's dtype and device: ``embeds`` shaped
-    [1, 77 × chunks, width] and, for SDXL, ``pooled`` shaped [1, width].
+    [1, 77 × chunks, width] and, for SDXL, ``pooled`` shaped [1, width]. A prompt with editing (``[from:to:when]``,
+    ``[a|b]``, see :mod:`nodegraph.models.prompt_parser`) gives a scheduled one: each plain prompt it may turn into
+    is encoded once, exactly as that prompt alone would be, and :meth:`Conditioning.at_step` picks one per step.
 
-    Raises ValueError for a clip skip the encoders do not have, ModelNotFoundError for ``embedding:name`` naming no
-    known embedding, IncompatibleModelError for an embedding that does not fit the model.
+    Raises ValueError for a clip skip the encoders do not have, TooManyPromptVariants (a ValueError) for editing
+    that makes more than `max_variants` prompts, ModelNotFoundError for ``embedding:name`` naming no known
+    embedding, IncompatibleModelError for an embedding that does not fit the model.
     """
     torch = import_torch()
     components = list(family.text_encoders)
@@ -79,30 +88,52 @@ def encode_prompt(text: str, *, family: Family, tokenizers: Mapping[str, Any], t
             raise ValueError(f"clip skip {clip_skip} is out of range: the text encoder has {layers} layers "
                              f"(use 1 to {layers})")
 
-    fragments, used = _substitute_embeddings(text, embeddings or {})
-    registering = (registered_embeddings(list(used.items()), family, tokenizers, text_encoders) if used
-                   else nullcontext())
+    schedule = parse_schedule(text)
+    texts = [text] if schedule is None else schedule.texts(max_variants)
+    substituted = [_substitute_embeddings(variant, embeddings or {}) for variant in texts]
+    # Prompts naming the same embeddings (in the same order, so under the same tokens) share one registration.
+    by_embeddings: dict[tuple, list[int]] = {}
+    for index, (_, used) in enumerate(substituted):
+        by_embeddings.setdefault(tuple((token, id(e)) for token, e in used.items()), []).append(index)
+    encoded: dict[int, Conditioning] = {}
+    for indices in by_embeddings.values():
+        used = substituted[indices[0]][1]
+        with (registered_embeddings(list(used.items()), family, tokenizers, text_encoders) if used
+              else nullcontext()):
+            for index in indices:
+                embeds, pooled = _encode_fragments(torch, substituted[index][0], list(used), toks, encoders,
+                                                   clip_skip, sdxl)
+                encoded[index] = Conditioning(embeds, pooled, text=text, clip_skip=clip_skip)
+    if len(texts) == 1:
+        return encoded[0]
+    variants = {variant: encoded[index] for index, variant in enumerate(texts)}
+    first = variants[schedule.text_at(0, NOMINAL_STEPS)]
+    return Conditioning(first.embeds, first.pooled, text=text, clip_skip=clip_skip, schedule=schedule,
+                        variants=variants)
+
+
+def _encode_fragments(torch: Any, fragments: Sequence[Any], tokens: Sequence[str], toks: Sequence[Any],
+                      encoders: Sequence[Any], clip_skip: int, sdxl: bool) -> tuple[Any, Any]:
+    """One plain prompt's ``embeds`` and (SDXL) ``pooled``, its embeddings registered under `tokens`."""
     hidden_per_chunk: list[Any] = []
     pooled = None
-    with registering:
-        chunked = [_chunks(fragments, tokenizer, list(used)) for tokenizer in toks]
-        if len({len(chunks) for chunks in chunked}) != 1:  # cannot happen: the tokenizers share one vocabulary
-            raise RuntimeError("the text encoders' tokenizers split the prompt into different chunks")
-        with torch.inference_mode():
-            for index in range(len(chunked[0])):
-                parts = []
-                for tokenizer, encoder, chunks in zip(toks, encoders, chunked, strict=True):
-                    hidden, projected = _encode_chunk(torch, chunks[index], tokenizer, encoder, clip_skip, sdxl)
-                    parts.append(_apply_weights(torch, hidden, chunks[index]))
-                    if index == 0 and projected is not None:
-                        pooled = projected
-                dtype = encoders[-1].dtype  # diffusers: SDXL's in text_encoder_2's dtype, SD's in text_encoder's
-                hidden_per_chunk.append(torch.cat([part.to(dtype) for part in parts], dim=-1) if len(parts) > 1
-                                        else parts[0].to(dtype))
-            embeds = torch.cat(hidden_per_chunk, dim=1) if len(hidden_per_chunk) > 1 else hidden_per_chunk[0]
+    chunked = [_chunks(fragments, tokenizer, tokens) for tokenizer in toks]
+    if len({len(chunks) for chunks in chunked}) != 1:  # cannot happen: the tokenizers share one vocabulary
+        raise RuntimeError("the text encoders' tokenizers split the prompt into different chunks")
+    with torch.inference_mode():
+        for index in range(len(chunked[0])):
+            parts = []
+            for tokenizer, encoder, chunks in zip(toks, encoders, chunked, strict=True):
+                hidden, projected = _encode_chunk(torch, chunks[index], tokenizer, encoder, clip_skip, sdxl)
+                parts.append(_apply_weights(torch, hidden, chunks[index]))
+                if index == 0 and projected is not None:
+                    pooled = projected
+            dtype = encoders[-1].dtype  # diffusers: SDXL's in text_encoder_2's dtype, SD's in text_encoder's
+            hidden_per_chunk.append(torch.cat([part.to(dtype) for part in parts], dim=-1) if len(parts) > 1
+                                    else parts[0].to(dtype))
+        embeds = torch.cat(hidden_per_chunk, dim=1) if len(hidden_per_chunk) > 1 else hidden_per_chunk[0]
     # Tensors made under inference_mode refuse later in-place use; hand out ordinary ones.
-    return Conditioning(embeds.clone(), pooled.clone() if sdxl and pooled is not None else None, text=text,
-                        clip_skip=clip_skip)
+    return embeds.clone(), pooled.clone() if sdxl and pooled is not None else None
 
 
 def _substitute_embeddings(text: str, embeddings: Mapping[str, Embedding]) -> tuple[list, dict[str, Embedding]]:

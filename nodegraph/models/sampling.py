@@ -10,6 +10,9 @@ Where it departs from the pipelines on purpose (none of this changes their resul
 - ``denoise == 1`` always starts from pure noise (as the inpaint pipeline does at ``strength=1``); init latents are
   then only used by a noise mask. diffusers' img2img pipeline instead noises the image at the first timestep.
 - ``denoise < 1`` without init latents starts from zero latents (ComfyUI's "Empty Latent Image").
+- A partial run (``start_step`` / ``end_step``, ComfyUI's KSamplerAdvanced) has no diffusers pipeline counterpart: it
+  runs those steps of the full schedule, the noise of ``start_step > 0`` added at its first sigma as img2img adds it.
+  Latents that enter or leave it noisy are in ComfyUI's convention, x0 + sigma·noise, whatever the scheduler keeps.
 - Negative and positive prompts of different lengths (long prompts) are run as two UNet passes instead of being
   refused; equal lengths are batched ``[negative, positive]`` as diffusers does.
 - SDXL's time ids are batched as ``[negative] * B + [positive] * B`` (diffusers' base pipeline interleaves them,
@@ -43,7 +46,8 @@ Progress = Callable[[int, int, Any], None]
 def sample(*, unet: Any, scheduler: Any, family: Family, positive: Conditioning, negative: Conditioning, seed: int,
            steps: int, cfg: float, width: int, height: int, batch_size: int = 1, init_latents: Any = None,
            denoise: float = 1.0, noise_mask: Any = None, masked_image_latents: Any = None,
-           progress: Progress | None = None) -> Any:
+           progress: Progress | None = None, start_step: int = 0, end_step: int | None = None,
+           add_noise: bool = True, leftover_noise: bool = False) -> Any:
     """Denoise latents and return them unscaled (what diffusers' pipelines return for ``output_type="latent"``;
     divide by ``vae.config.scaling_factor`` before decoding).
 
@@ -73,23 +77,34 @@ def sample(*, unet: Any, scheduler: Any, family: Family, positive: Conditioning,
             pass the latents of a mid-grey image and no mask (AUTOMATIC1111 does the same).
         progress: called as ``progress(step, total, latents)`` after each of the `total` steps (``step`` counts
             from 1); it may raise :class:`nodegraph.core.errors.Cancelled` to stop the run.
+        start_step, end_step: run only the steps ``start_step`` … ``end_step - 1`` of the `steps`-step schedule
+            (ComfyUI's KSamplerAdvanced ``start_at_step`` / ``end_at_step``; None or past the end: to the end). A
+            start above 0 adds the noise at that step's sigma (`denoise` must then be 1).
+        add_noise: False starts from `init_latents` as given (zeros without), taken to be noisy at the first run
+            step's sigma already: the leftover of a run that ended there (ComfyUI's ``add_noise`` "disable").
+        leftover_noise: when `end_step` ends the run before the schedule, return the latents still noisy at that
+            step's sigma (ComfyUI's ``return_with_leftover_noise``); otherwise the last step goes to sigma 0, as
+            ComfyUI's does (see :func:`nodegraph.models.schedulers.early_end_problem` for the samplers that cannot).
 
     Raises:
         NodeError: for settings a user can fix (no step left to run, SDXL without pooled embeddings, an inpainting
-            model without image latents). ValueError: for malformed tensors passed by the caller.
+            model without image latents, a sampler that cannot end early as asked). ValueError: for malformed tensors
+            passed by the caller, or a start step with ``denoise < 1``.
     """
     torch = import_torch()
     with torch.inference_mode():
         return _sample(torch, unet=unet, scheduler=scheduler, family=family, positive=positive, negative=negative,
                        seed=seed, steps=steps, cfg=cfg, width=width, height=height, batch_size=batch_size,
                        init_latents=init_latents, denoise=denoise, noise_mask=noise_mask,
-                       masked_image_latents=masked_image_latents, progress=progress)
+                       masked_image_latents=masked_image_latents, progress=progress, start_step=start_step,
+                       end_step=end_step, add_noise=add_noise, leftover_noise=leftover_noise)
 
 
 def _sample(torch: Any, *, unet: Any, scheduler: Any, family: Family, positive: Conditioning,
             negative: Conditioning, seed: int, steps: int, cfg: float, width: int, height: int, batch_size: int,
             init_latents: Any, denoise: float, noise_mask: Any, masked_image_latents: Any,
-            progress: Progress | None) -> Any:
+            progress: Progress | None, start_step: int, end_step: int | None, add_noise: bool,
+            leftover_noise: bool) -> Any:
     # 1. Check inputs and define call parameters
     if steps < 1:
         raise NodeError(f"steps must be at least 1, not {steps}")
@@ -99,6 +114,10 @@ def _sample(torch: Any, *, unet: Any, scheduler: Any, family: Family, positive: 
         raise NodeError(f"width and height must be positive multiples of {VAE_SCALE_FACTOR}, not {width}×{height}")
     if batch_size < 1:
         raise NodeError(f"batch size must be at least 1, not {batch_size}")
+    if start_step < 0 or (end_step is not None and end_step < 0):
+        raise NodeError(f"start and end steps cannot be negative ({start_step}, {end_step})")
+    if start_step and denoise < 1.0:
+        raise ValueError("a start step and denoise < 1 both pick where the run starts: pass one of them")
     device, dtype = unet.device, unet.dtype
     in_channels = unet.config.in_channels
     latent_channels = unet.config.out_channels
@@ -108,43 +127,62 @@ def _sample(torch: Any, *, unet: Any, scheduler: Any, family: Family, positive: 
     do_cfg = cfg > 1.0 and not guidance_embedding
     generator = torch.Generator("cpu").manual_seed(seed)
 
-    # 2. Prepare the prompt embeddings (and SDXL's added conditions)
-    pos_embeds = _batch(positive.embeds, batch_size, "positive prompt embeddings").to(device=device, dtype=dtype)
-    neg_embeds = _batch(negative.embeds, batch_size, "negative prompt embeddings").to(device=device, dtype=dtype)
-    pos_added = neg_added = None
-    if unet.config.addition_embed_type == "text_time":
-        pos_added, neg_added = _sdxl_added_conditions(torch, unet, family, positive, negative, width, height,
-                                                      batch_size, device, dtype)
-    # Equal token counts run as one batch [negative, positive], as diffusers does; long prompts of different
-    # lengths run as two passes.
-    batched_cfg = do_cfg and neg_embeds.shape == pos_embeds.shape
-    if batched_cfg:
-        cfg_embeds = torch.cat([neg_embeds, pos_embeds])
-        cfg_added = None if pos_added is None else {k: torch.cat([neg_added[k], pos_added[k]]) for k in pos_added}
+    # 2. Prepare the prompt embeddings (and SDXL's added conditions); a prompt with AUTOMATIC1111's prompt editing
+    #    has one per distinct text and picks them step by step (8.0)
+    def prepare(pos: Conditioning, neg: Conditioning) -> dict[str, Any]:
+        embeds = {"pos": _batch(pos.embeds, batch_size, "positive prompt embeddings").to(device=device, dtype=dtype),
+                  "neg": _batch(neg.embeds, batch_size, "negative prompt embeddings").to(device=device, dtype=dtype),
+                  "pos_added": None, "neg_added": None}
+        if unet.config.addition_embed_type == "text_time":
+            embeds["pos_added"], embeds["neg_added"] = _sdxl_added_conditions(
+                torch, unet, family, pos, neg, width, height, batch_size, device, dtype)
+        # Equal token counts run as one batch [negative, positive], as diffusers does; long prompts of different
+        # lengths run as two passes.
+        embeds["batched"] = do_cfg and embeds["neg"].shape == embeds["pos"].shape
+        if embeds["batched"]:
+            embeds["cfg"] = torch.cat([embeds["neg"], embeds["pos"]])
+            pos_added, neg_added = embeds["pos_added"], embeds["neg_added"]
+            embeds["cfg_added"] = (None if pos_added is None else
+                                   {k: torch.cat([neg_added[k], pos_added[k]]) for k in pos_added})
+        return embeds
 
-    # 3. Set the timesteps (img2img keeps the last `denoise` part of the schedule, as diffusers' `strength`)
+    scheduled = getattr(positive, "is_scheduled", False) or getattr(negative, "is_scheduled", False)
+
+    # 3. Set the timesteps: img2img keeps the last `denoise` part of the schedule (diffusers' `strength`), a partial
+    #    run the steps from start_step to end_step
     scheduler.set_timesteps(steps, device=device)
+    # Some schedules take another number of steps than asked (ComfyUI's beta drops repeated timesteps, its
+    # ddim_uniform can add one): the schedule's own count rules from here on.
+    steps = getattr(scheduler, "num_inference_steps", None) or steps
     order = getattr(scheduler, "order", 1)
-    init_timestep = min(int(steps * denoise), steps)
-    t_start = max(steps - init_timestep, 0)
-    timesteps = scheduler.timesteps[t_start * order:]
+    t_start = start_step or max(steps - min(int(steps * denoise), steps), 0)
+    t_stop = steps if end_step is None else min(end_step, steps)
+    if t_stop <= t_start:
+        if start_step or end_step is not None:
+            raise NodeError(f"starting at step {start_step} and ending at step {t_stop} of {steps} leaves no step to "
+                            "run")
+        raise NodeError(f"denoise {denoise} with {steps} steps leaves no step to run; raise denoise or steps")
+    leftover = t_stop < steps and leftover_noise
+    if t_stop < steps:
+        _end_early(scheduler, steps, t_stop, leftover, device)
+    timesteps = scheduler.timesteps[t_start * order:t_stop * order if leftover else None]
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(t_start * order)
-    num_inference_steps = steps - t_start
-    if num_inference_steps < 1 or len(timesteps) == 0:
-        raise NodeError(f"denoise {denoise} with {steps} steps leaves no step to run; raise denoise or steps")
+    num_inference_steps = t_stop - t_start
     latent_timestep = timesteps[:1].repeat(batch_size)
 
     # 4. Prepare the latents: noise drawn on the CPU (as diffusers' randn_tensor does for a CPU generator)
-    is_strength_max = denoise == 1.0
+    is_strength_max = denoise == 1.0 and t_start == 0
     image_latents = None
     if init_latents is not None:
         image_latents = _batch(_check_latents(init_latents, shape, "init latents"), batch_size, "init latents")
         image_latents = image_latents.to(device=device, dtype=dtype)
-    elif not is_strength_max:
+    elif not is_strength_max or not add_noise:
         image_latents = torch.zeros(shape, device=device, dtype=dtype)
     noise = torch.randn(shape, generator=generator, device="cpu", dtype=dtype).to(device)
-    if is_strength_max:
+    if not add_noise:
+        latents = image_latents * _latent_scale(scheduler, t_start)
+    elif is_strength_max:
         latents = noise * scheduler.init_noise_sigma
     else:
         latents = scheduler.add_noise(image_latents, noise, latent_timestep)
@@ -189,22 +227,33 @@ def _sample(torch: Any, *, unet: Any, scheduler: Any, family: Family, positive: 
                     return_dict=False)[0]
 
     num_warmup_steps = len(timesteps) - num_inference_steps * order
+    first = t_start * order
     done = 0
+    # AUTOMATIC1111 counts UNet evaluations for prompt editing: two per step for the second-order samplers.
+    calls = steps * order
+    step_prompts = (positive.at_step(0, calls), negative.at_step(0, calls)) if scheduled else (positive, negative)
+    embeds = prepare(*step_prompts)
     for i, t in enumerate(timesteps):
+        # 8.0 Prompt editing: the texts of this step (re-encoded batches only when they change)
+        if scheduled:
+            chosen = (positive.at_step(i, calls), negative.at_step(i, calls))
+            if chosen[0] is not step_prompts[0] or chosen[1] is not step_prompts[1]:
+                step_prompts, embeds = chosen, prepare(*chosen)
+
         # 8.1 Scale the input for the scheduler and add the inpainting channels
         model_input = scheduler.scale_model_input(latents, t)
         if extra_channels is not None:
             model_input = torch.cat([model_input, *extra_channels], dim=1)
 
         # 8.2 Predict the noise residual, with classifier-free guidance
-        if batched_cfg:
-            noise_pred_uncond, noise_pred_text = predict(torch.cat([model_input] * 2), t, cfg_embeds,
-                                                         cfg_added).chunk(2)
+        if embeds["batched"]:
+            noise_pred_uncond, noise_pred_text = predict(torch.cat([model_input] * 2), t, embeds["cfg"],
+                                                         embeds["cfg_added"]).chunk(2)
         elif do_cfg:
-            noise_pred_uncond = predict(model_input, t, neg_embeds, neg_added)
-            noise_pred_text = predict(model_input, t, pos_embeds, pos_added)
+            noise_pred_uncond = predict(model_input, t, embeds["neg"], embeds["neg_added"])
+            noise_pred_text = predict(model_input, t, embeds["pos"], embeds["pos_added"])
         else:
-            noise_pred = predict(model_input, t, pos_embeds, pos_added)
+            noise_pred = predict(model_input, t, embeds["pos"], embeds["pos_added"])
         if do_cfg:
             noise_pred = noise_pred_uncond + cfg * (noise_pred_text - noise_pred_uncond)
 
@@ -214,8 +263,9 @@ def _sample(torch: Any, *, unet: Any, scheduler: Any, family: Family, positive: 
         # 8.4 Inpainting with a regular UNet: put back the kept region, noised to the next timestep
         if blend_mask is not None:
             kept = image_latents
-            if i < len(timesteps) - 1:
-                kept = scheduler.add_noise(image_latents, noise, timesteps[i + 1:i + 2])
+            following = scheduler.timesteps[first + i + 1:first + i + 2]
+            if len(following):
+                kept = scheduler.add_noise(image_latents, noise, following)
             latents = (1 - blend_mask) * kept + blend_mask * latents
 
         # 8.5 Report progress once per step (second-order schedulers evaluate the UNet twice per step)
@@ -224,8 +274,43 @@ def _sample(torch: Any, *, unet: Any, scheduler: Any, family: Family, positive: 
             if progress is not None:
                 progress(done, num_inference_steps, latents)
 
-    # 9. Return the latents (still multiplied by the VAE's scaling factor)
-    return latents
+    # 9. Return the latents (still multiplied by the VAE's scaling factor; leftover noise as x0 + sigma·noise)
+    return latents / _latent_scale(scheduler, t_stop) if leftover else latents
+
+
+#: diffusers' ports of k-diffusion samplers keep latents as x0 + sigma·noise, ComfyUI's convention; the other classes
+#: keep sqrt(ᾱ)·x0 + sqrt(1 - ᾱ)·noise (DDIM's), which is the same divided by sqrt(1 + sigma²).
+_SIGMA_SCALED = frozenset({"EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
+                           "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler", "LMSDiscreteScheduler",
+                           "DPMSolverSDEScheduler"})
+
+
+def _latent_scale(scheduler: Any, step: int) -> float:
+    """What the scheduler's latents at the start of `step` are multiplied by against ComfyUI's x0 + sigma·noise: 1
+    for the k-diffusion ports, sqrt(ᾱ) = 1 / sqrt(1 + sigma²) for the others."""
+    if type(scheduler).__name__ in _SIGMA_SCALED:
+        return 1.0
+    if hasattr(scheduler, "sigmas"):  # the multistep solvers: one sigma per step
+        return float(1 + scheduler.sigmas[step].double() ** 2) ** -0.5
+    return float(scheduler.alphas_cumprod[int(scheduler.timesteps[step])].double()) ** 0.5
+
+
+def _end_early(scheduler: Any, steps: int, last_step: int, leftover: bool, device: Any) -> None:
+    """Prepare `scheduler` for a run that stops after `last_step` of its `steps` steps: with `leftover` noise it
+    only has to stop there (a layout of two passes per step is fine, PLMS's doubled first step is not); otherwise
+    its schedule is cut to end on sigma 0 there."""
+    from nodegraph.models.schedulers import end_at_zero
+
+    order = getattr(scheduler, "order", 1)
+    if leftover:
+        if len(scheduler.timesteps) not in (steps * order, steps * order - 1):
+            raise NodeError(f"cannot end at step {last_step} of {steps}: {type(scheduler).__name__} runs whole "
+                            "schedules only")
+        return
+    try:
+        end_at_zero(scheduler, last_step, device)
+    except ValueError as error:
+        raise NodeError(f"cannot end at step {last_step} of {steps}: {error}") from None
 
 
 def _batch(tensor: Any, batch_size: int, what: str) -> Any:

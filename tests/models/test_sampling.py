@@ -408,3 +408,73 @@ def test_preview_is_an_rgb_image_at_latent_resolution():
     zero = torch.zeros(1, 4, 2, 2)
     assert latent_preview(zero, "sd2").tolist() == [[[128, 128, 128]] * 2] * 2
     assert latent_preview(zero, "sdxl").tolist()[0][0] == [141, 125, 127]
+
+
+# --- one step: ComfyUI's first sigma (sigma_max), not diffusers' linspace timestep 0 ---------------------------------
+class RecordingUnet(CountingUnet):
+    """The UNet, recording the timestep and the standard deviation of the input of each forward pass."""
+
+    def __init__(self, unet):
+        super().__init__(unet)
+        self.seen = []
+
+    def forward(self, sample, timestep, *args, **kwargs):
+        self.seen.append((float(timestep), sample.double().std().item()))
+        return super().forward(sample, timestep, *args, **kwargs)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m", "ddim", "lcm"])
+def test_one_step_starts_from_sigma_max(models, sampler):
+    """diffusers' linspace spacing puts a 1-step run at timestep 0 (sigma 0.03: the output stays noise, as 1-4 step
+    models showed); ComfyUI's schedules start at sigma_max, the last training timestep, and so does sample()."""
+    ck = models["sd1"]
+    unet = RecordingUnet(ck.unet)
+    scheduler = build_scheduler(ck.scheduler_config, sampler, "normal")
+    positive, negative = prompts(ck)
+    latents = sample(unet=unet, scheduler=scheduler, family=ck.family, positive=positive, negative=negative, seed=1,
+                     steps=1, cfg=1.0, width=32, height=32)
+    assert [t for t, _ in unet.seen] == [999.0]
+    if hasattr(scheduler, "sigmas"):
+        alphas_cumprod = scheduler.alphas_cumprod.double()
+        sigma_max = ((1 - alphas_cumprod[-1]) / alphas_cumprod[-1]).sqrt().item()
+        assert scheduler.sigmas[0].item() == pytest.approx(sigma_max, rel=1e-6) and sigma_max > 14
+        assert scheduler.sigmas[-1].item() == 0.0
+    # The UNet saw unit-variance noise: sigma_max noise, scaled by 1 / sqrt(sigma_max² + 1) (or VP noise for DDIM/LCM).
+    assert unet.seen[0][1] == pytest.approx(1.0, abs=0.25)
+    assert torch.isfinite(latents).all()
+
+
+def test_one_step_equals_the_pipeline_given_the_same_scheduler(models):
+    ck = models["sd1"]
+    ref = reference(ck, diffusers.StableDiffusionPipeline, "euler", steps=1)
+    assert_matches("SD1 Euler, 1 step", ours(ck, "euler", steps=1), ref,
+                   reference(ck, diffusers.StableDiffusionPipeline, "euler", steps=1, seed=2))
+
+
+# --- prompt editing: the text switches at the step AUTOMATIC1111 switches it --------------------------------------
+def test_prompt_editing_switches_the_conditioning_at_its_step(models):
+    """"[cat:dog:0.25]" at 4 steps is "cat" for steps 0-1 and "dog" for steps 2-3 (AUTOMATIC1111's rule: int(0.25 × 4)
+    = 1, and its step counter is 1 at the first two steps). The reference runs the two texts as two partial runs
+    chained (steps 0-1, then 2-3 without new noise), which equals one run exactly for Euler."""
+    from nodegraph.models.prompt_encoder import encode_prompt
+
+    ck = models["sd1"]
+
+    def encode(text):
+        return encode_prompt(text, family=ck.family, tokenizers=ck.tokenizers, text_encoders=ck.text_encoders)
+
+    negative = encode("blurry")
+    edited = encode("a photo of a [cat:dog:0.25] on a sofa")
+    assert edited.is_scheduled
+
+    def run(positive, **kwargs):
+        return sample(unet=ck.unet, scheduler=build_scheduler(ck.scheduler_config, "euler", "normal"),
+                      family=ck.family, positive=positive, negative=negative, seed=3, steps=4, cfg=5.0, width=32,
+                      height=32, **kwargs)
+
+    mine = run(edited)
+    first = run(encode("a photo of a cat on a sofa"), end_step=2, leftover_noise=True)
+    reference = run(encode("a photo of a dog on a sofa"), init_latents=first, start_step=2, add_noise=False)
+    assert torch.allclose(mine, reference, atol=1e-5), (mine - reference).abs().max()
+    only_cat = run(encode("a photo of a cat on a sofa"))
+    assert (only_cat - reference).abs().max() > 100 * 1e-5  # the switch is visible: the test can fail
