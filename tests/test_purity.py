@@ -1,4 +1,4 @@
-"""The architecture's boundaries: the core and the engine never import torch, diffusers, transformers or Qt."""
+"""The architecture's boundaries: the core, the engine and interop never import torch, diffusers, transformers or Qt."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_importing_core_and_engine_loads_no_heavy_or_gui_module():
 
 def test_core_and_engine_sources_have_no_forbidden_imports():
     offenders = []
-    for package in ("core", "engine"):
+    for package in ("core", "engine", "interop"):
         for path in sorted((ROOT / "nodegraph" / package).rglob("*.py")):
             for item in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 names = []

@@ -1,4 +1,4 @@
-"""The `nodegraph` command: gui (default), run, validate, nodes, models, inspect, demo.
+"""The `nodegraph` command: gui (default), run, validate, import, export, nodes, models, inspect, demo.
 
 Exit codes: 0 success; 2 invalid workflow or usage; 3 a node failed while running; 130 cancelled (Ctrl+C).
 User mistakes print one clear line (or a short list) and no traceback; ``--debug`` shows tracebacks.
@@ -15,7 +15,7 @@ from nodegraph.build_info import build_info
 from nodegraph.cli import codes
 from nodegraph.core.errors import NodegraphError
 
-COMMANDS = ("gui", "run", "validate", "nodes", "models", "inspect", "demo")
+COMMANDS = ("gui", "run", "validate", "import", "export", "nodes", "models", "inspect", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", parents=[common], help="check a workflow and list every problem")
     validate.add_argument("workflow", help="the workflow JSON file")
     _add_models_dir(validate)
+
+    imp = sub.add_parser("import", parents=[common],
+                         help="turn a ComfyUI workflow (UI or API JSON, or a ComfyUI image) or AUTOMATIC1111 infotext "
+                              "(an image or a text file) into a nodegraph workflow")
+    imp.add_argument("file", help="the file to import")
+    imp.add_argument("-o", "--output", metavar="OUT.json",
+                     help="where to write the workflow (default: <name>.nodegraph.json beside the file; - for "
+                          "standard output)")
+    imp.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    _add_models_dir(imp)
+
+    export = sub.add_parser("export", parents=[common], help="write a workflow as a ComfyUI API prompt")
+    export.add_argument("workflow", help="the workflow JSON file")
+    export.add_argument("--to", choices=["comfyui-api"], default="comfyui-api",
+                        help="the format to write (comfyui-api: what ComfyUI's /prompt and 'Load (API format)' take)")
+    export.add_argument("-o", "--output", metavar="OUT.json", help="where to write it (default: standard output)")
 
     nodes = sub.add_parser("nodes", parents=[common], help="list the node types")
     nodes.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -106,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from nodegraph.cli.demo_command import demo_command
 
             return demo_command(args)
+        if args.command in ("import", "export"):
+            from nodegraph.cli.import_command import export_command, import_command
+
+            return import_command(args) if args.command == "import" else export_command(args)
         if args.command in ("models", "inspect"):
             from nodegraph.cli.model_commands import inspect_command, models_command
 

@@ -53,8 +53,11 @@ def validate(workflow: Workflow, registry: NodeRegistry, *, file_check: FileChec
     for node in workflow:
         node_def = registry.get(node.type)
         if node_def is None:
-            problems.append(Problem("unknown_type", f"unknown node type {node.type!r} (is its node pack installed?)",
-                                    node.id))
+            message = (f"ComfyUI node type {node.type!r} has no nodegraph equivalent (kept as a placeholder with its "
+                       f"values and links; replace it or install a node pack that provides it)"
+                       if "comfyui" in node.extra else
+                       f"unknown node type {node.type!r} (is its node pack installed?)")
+            problems.append(Problem("unknown_type", message, node.id))
             continue
         if node.type_version is not None and node.type_version > node_def.version:
             problems.append(Problem(

@@ -125,9 +125,11 @@ def _not_a_workflow_reason(doc: dict[str, Any]) -> str:
     if "format" in doc:
         return f"unknown format {doc['format']!r}: expected {FORMAT_NAME!r}"
     if isinstance(doc.get("nodes"), list) and "links" in doc:
-        return "this looks like a ComfyUI workflow (UI format), not a nodegraph workflow"
+        return ("this looks like a ComfyUI workflow (UI format), not a nodegraph workflow: open it with File > "
+                "Import, or convert it with `nodegraph import FILE`")
     if doc and all(isinstance(v, dict) and "class_type" in v for v in doc.values()):
-        return "this looks like a ComfyUI workflow (API format), not a nodegraph workflow"
+        return ("this looks like a ComfyUI workflow (API format), not a nodegraph workflow: open it with File > "
+                "Import, or convert it with `nodegraph import FILE`")
     return f"not a nodegraph workflow: the 'format' key must be {FORMAT_NAME!r}"
 
 
