@@ -19,6 +19,7 @@ from PySide6 import QtCore
 from nodegraph.core.graph import Link, NodeInstance, Workflow
 from nodegraph.core.registry import NodeRegistry
 from nodegraph.core.types import PortType, literal_type_problem, types_compatible
+from nodegraph.gui.placeholder import make_placeholder_view
 from nodegraph.gui.widgets import (
     PROP_PREFIX,
     WidgetEmbedder,
@@ -186,7 +187,8 @@ class GraphAdapter(QtCore.QObject):
 
     def set_value(self, node_id: str, name: str, value: Any) -> None:
         """Set a literal input (undoable) through its widget property; ValueError for a value its input refuses."""
-        spec = self.registry[self.workflow.node(node_id).type].input(name)
+        node_def = self.registry.get(self.workflow.node(node_id).type)
+        spec = node_def.input(name) if node_def is not None else None  # a placeholder's values are read-only
         if spec is None or not has_widget(spec):
             raise ValueError(f"{node_id}.{name} has no widget")
         problem = literal_type_problem(spec.type, value) or (
@@ -238,12 +240,15 @@ class GraphAdapter(QtCore.QObject):
             with self.graph.batch():
                 for node in workflow:
                     node_def = self.registry.get(node.type)
-                    if node_def is None:
-                        continue  # placeholder: kept in the core graph, not shown yet
                     pos = node.ui.get("pos", [0, 0])
-                    view = self.graph.create_node(view_type(node.type), name=node.title or node_def.display_name,
-                                                  pos=[float(pos[0]), float(pos[1])], selected=False,
-                                                  push_undo=False)
+                    pos = [float(pos[0]), float(pos[1])]
+                    if node_def is None:  # a placeholder: drawn apart, its values kept as they are
+                        view = make_placeholder_view(node, workflow, self.registry)
+                        view.model.pos = pos  # as create_node records it; add_node only places the item
+                        self.graph.add_node(view, pos=pos, selected=False, push_undo=False)
+                    else:
+                        view = self.graph.create_node(view_type(node.type), name=node.title or node_def.display_name,
+                                                      pos=pos, selected=False, push_undo=False)
                     self._bind(node.id, view)
                     self._show_values(node)
                     if node.mode != "normal":
@@ -297,8 +302,12 @@ class GraphAdapter(QtCore.QObject):
 
     # --- type checks ----------------------------------------------------------------------------------------------
     def _compatible(self, from_node: str, from_output: str, to_node: str, to_input: str) -> bool:
-        out_spec = self.registry[self.workflow.node(from_node).type].output(from_output)
-        in_spec = self.registry[self.workflow.node(to_node).type].input(to_input)
+        """Whether the link may be made; never to or from a placeholder, whose port types are unknown."""
+        out_def = self.registry.get(self.workflow.node(from_node).type)
+        in_def = self.registry.get(self.workflow.node(to_node).type)
+        if out_def is None or in_def is None:
+            return False
+        out_spec, in_spec = out_def.output(from_output), in_def.input(to_input)
         return out_spec is not None and in_spec is not None and types_compatible(out_spec.type, in_spec.type)
 
     def _accepts_views(self, port_a: Any, port_b: Any) -> bool:
@@ -315,9 +324,11 @@ class GraphAdapter(QtCore.QObject):
 
     def _show_values(self, node: NodeInstance) -> None:
         view = self._views[node.id]
-        self._implicit.setdefault(node.id, {s.name for s in self.registry[node.type].literal_inputs
-                                            if s.name not in node.inputs})
-        for spec in self.registry[node.type].inputs:
+        node_def = self.registry.get(node.type)
+        if node_def is None:  # a placeholder has no widgets
+            return
+        self._implicit.setdefault(node.id, {s.name for s in node_def.literal_inputs if s.name not in node.inputs})
+        for spec in node_def.inputs:
             value = node.inputs.get(spec.name)
             if spec.type == PortType.CHOICE and value is not None and value not in spec.choices:
                 continue  # an unknown choice stays in the core graph; the combo cannot show it
@@ -382,7 +393,8 @@ class GraphAdapter(QtCore.QObject):
         if self._syncing or not name.startswith(PROP_PREFIX) or node_id not in self.workflow:
             return
         node = self.workflow.node(node_id)
-        spec = self.registry[node.type].input(name[len(PROP_PREFIX):])
+        node_def = self.registry.get(node.type)
+        spec = node_def.input(name[len(PROP_PREFIX):]) if node_def is not None else None
         if spec is None:
             return
         ok, value = from_widget(spec, shown)

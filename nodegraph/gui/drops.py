@@ -1,5 +1,7 @@
-"""Dropping files on the window: a workflow JSON opens, a PNG saved by the app restores its embedded workflow, and
-a model file adds the loader node of its kind (named relative to its model folder when it sits in one)."""
+"""Dropping files on the window: a workflow JSON opens, a PNG saved by the app restores its embedded workflow, other
+tools' work (a ComfyUI workflow or image, an AUTOMATIC1111 / Forge image or infotext) is imported as an unsaved
+workflow, and a model file adds the loader node of its kind (named relative to its model folder when it sits in
+one)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 from PySide6 import QtCore
 
-from nodegraph.core.errors import NodegraphError
+from nodegraph.core.errors import NodegraphError, WorkflowError
 from nodegraph.core.migrations import upgrade_node_versions
 from nodegraph.images import read_png_workflow
 
@@ -21,6 +23,9 @@ MODEL_LOADERS = {
     "embedding": ("LoadEmbedding", "embedding_name", "embeddings"),
     "hypernetwork": ("LoadHypernetwork", "hypernetwork_name", "hypernetworks"),
 }
+
+#: Dropped files with these suffixes replace the canvas (a workflow, or work imported from another tool).
+WORKFLOW_SUFFIXES = frozenset({".json", ".png", ".jpg", ".jpeg", ".webp", ".txt"})
 
 
 def model_name(path: Path, folder_kind: str, folders: Any = None) -> str:
@@ -42,15 +47,18 @@ def handle_drop(window: Any, paths: list[Path], pos: tuple[float, float] = (0.0,
         suffix = path.suffix.lower()
         try:
             if suffix == ".json":
-                if not window.open_file(path):
-                    problems.append(f"{path.name}: not a workflow this app can open")
+                if not window.open_file(path):  # not a nodegraph workflow: maybe ComfyUI's
+                    _import(window, path)
             elif suffix == ".png":
-                workflow = read_png_workflow(path)
-                upgrade_node_versions(workflow, window.registry)
-                window.adapter.load(workflow)
-                window.path = None  # unsaved work, restored from the image
-                window.adapter.undo_stack.resetClean()
-                window._update_title()
+                try:
+                    workflow = read_png_workflow(path)
+                except WorkflowError:  # no nodegraph workflow in it: maybe ComfyUI's or AUTOMATIC1111's
+                    _import(window, path)
+                else:
+                    upgrade_node_versions(workflow, window.registry)
+                    window.open_unsaved(workflow)  # unsaved work, restored from the image
+            elif suffix in WORKFLOW_SUFFIXES:
+                _import(window, path)
             else:
                 _add_loader(window, path, (pos[0] + 30 * offset, pos[1] + 30 * offset))
         except (NodegraphError, OSError) as error:
@@ -58,6 +66,13 @@ def handle_drop(window: Any, paths: list[Path], pos: tuple[float, float] = (0.0,
     if problems:
         window.state_label.setText("; ".join(problems))
     return problems
+
+
+def _import(window: Any, path: Path) -> None:
+    """Import another tool's workflow, image or infotext as an unsaved workflow; InteropError when it holds none."""
+    from nodegraph.interop import import_file
+
+    window.open_imported(import_file(path, getattr(window, "model_folders", None)), path.name)
 
 
 def _add_loader(window: Any, path: Path, pos: tuple[float, float]) -> None:
@@ -98,7 +113,7 @@ class DropHandler(QtCore.QObject):
                 scene_pos = self.viewer.mapToScene(self.viewer.viewport().mapFromGlobal(
                     watched.mapToGlobal(event.position().toPoint())))
                 paths = [Path(url.toLocalFile()) for url in urls]
-                replaces = any(path.suffix.lower() in (".json", ".png") for path in paths)
+                replaces = any(path.suffix.lower() in WORKFLOW_SUFFIXES for path in paths)
                 if not replaces or self.window.confirm_replace():  # a workflow or image replaces the canvas
                     handle_drop(self.window, paths, (scene_pos.x(), scene_pos.y()))
             return True

@@ -2,7 +2,8 @@
 groups) and the Queue ×N control next to Run.
 
 Every edit is an undo command on the adapter's stack; the clipboard holds the core workflow document (JSON) of the
-copied nodes and the links between them.
+copied nodes and the links between them. Pasting other tools' text (AUTOMATIC1111 infotext, a ComfyUI workflow)
+imports it as a new workflow instead.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 from PySide6 import QtGui, QtWidgets
 
-from nodegraph.core.errors import WorkflowError
+from nodegraph.core.errors import NodegraphError, WorkflowError
 from nodegraph.core.graph import Workflow
 from nodegraph.core.workflow_io import dumps, loads
 from nodegraph.gui.groups import Groups
@@ -111,12 +112,37 @@ class EditActions:
         return True
 
     def paste(self) -> list[str]:
-        """Paste nodes from the clipboard (new ids, offset positions) as one undoable edit; returns the new ids."""
+        """Paste nodes from the clipboard (new ids, offset positions) as one undoable edit; returns the new ids.
+
+        Text that is not our node clipboard but another tool's work (AUTOMATIC1111 infotext, ComfyUI workflow JSON)
+        replaces the workflow with its import, after offering to save unsaved work; the ids returned are then every
+        node of the imported workflow. Any other text pastes nothing, silently."""
+        text = QtWidgets.QApplication.clipboard().text()
         try:
-            fragment = loads(QtWidgets.QApplication.clipboard().text())
+            fragment = loads(text)
         except (WorkflowError, ValueError):
-            return []
+            return self.paste_import(text)
         return self.insert(fragment)
+
+    def paste_import(self, text: str) -> list[str]:
+        """Import pasted text as a new, unsaved workflow (see :meth:`paste`); [] when it is not importable or the
+        user keeps the current work."""
+        if not text.strip():
+            return []
+        from nodegraph.interop import import_text
+
+        try:
+            result = import_text(text, getattr(self.window, "model_folders", None))
+        except (NodegraphError, ValueError):
+            return []  # just text: nothing to paste
+        if not self.window.confirm_replace():
+            return []
+        try:
+            self.window.open_imported(result, "pasted text")
+        except NodegraphError as error:
+            self.window.show_import_error(str(error))
+            return []
+        return list(self.adapter.workflow.nodes)
 
     def duplicate(self) -> list[str]:
         """Duplicate the selected nodes and the links between them (one undoable edit)."""

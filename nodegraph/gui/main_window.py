@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from nodegraph.gui.worker import RunWorker
 from nodegraph.settings import AppSettings
 
 APP_NAME = "nodegraph"
+#: File ▸ Import…'s file types: what ``nodegraph.interop.import_file`` reads.
+IMPORT_FILTER = "ComfyUI / AUTOMATIC1111 (*.json *.png *.jpg *.jpeg *.webp *.txt);;All files (*)"
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -48,6 +51,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.executor = Executor(registry, preflight=self._preflight)
         self._use_model_folders()
         self.path: Path | None = None
+        self.imported_name: str | None = None  # what an unsaved, imported document came from (its title)
         self.worker: RunWorker | None = None
         self.run_state = "idle"
         self._models: Any = None  # the ModelManager of the runs, and the settings it was made for
@@ -98,6 +102,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(file_menu, "&New", self._new_from_menu, QtGui.QKeySequence.StandardKey.New)
         self._action(file_menu, "&Open…", self._open_dialog, QtGui.QKeySequence.StandardKey.Open)
         self.recent_files = RecentFilesMenu(self, file_menu.addMenu("Open &Recent"))
+        self.import_action = self._action(file_menu, "&Import…", self._import_dialog, "Ctrl+I")
+        self.import_action.setToolTip("Open a ComfyUI workflow or an AUTOMATIC1111 / Forge image or infotext as a "
+                                      "new, unsaved workflow")
         self._action(file_menu, "&Save", self.save, QtGui.QKeySequence.StandardKey.Save)
         self._action(file_menu, "Save &As…", self._save_as_dialog, QtGui.QKeySequence.StandardKey.SaveAs)
         file_menu.addSeparator()
@@ -126,7 +133,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self._update_title(not clean)
 
     def _update_title(self, modified: bool | None = None) -> None:
-        name = self.path.name if self.path else "untitled"
+        if self.path is not None:
+            name = self.path.name
+        else:
+            name = f"{self.imported_name} (imported)" if self.imported_name else "untitled"
         modified = self.modified if modified is None else modified
         self.setWindowTitle(f"{APP_NAME} — {name}{' *' if modified else ''}")
 
@@ -136,6 +146,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.adapter.load(Workflow())
         self.path = None
+        self.imported_name = None
         self._update_title()
 
     def open_file(self, path: str | Path, remember: bool = True) -> bool:
@@ -149,6 +160,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return False
         self.adapter.load(workflow)
         self.path = Path(path)
+        self.imported_name = None
         self._update_title()
         if remember:
             self.remember_file(path)
@@ -168,6 +180,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.state_label.setText(f"Could not save {path}: {error}")
             return False
         self.path = Path(path)
+        self.imported_name = None
         self.adapter.undo_stack.setClean()
         self._update_title()
         self.remember_file(path)
@@ -179,6 +192,67 @@ class MainWindow(QtWidgets.QMainWindow):
         path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open workflow", "", "Workflows (*.json)")
         if path:
             self.open_file(path)
+
+    def open_unsaved(self, workflow: Any, imported_name: str | None = None) -> None:
+        """Show `workflow` as a new document that has never been saved (restored from an image, or imported from
+        `imported_name`, which the title then shows): Save asks for a file name, so no source file is overwritten."""
+        self.adapter.load(workflow)
+        self.path = None
+        self.imported_name = imported_name
+        self.adapter.undo_stack.resetClean()
+        self._update_title()
+
+    # --- importing other tools' work ------------------------------------------------------------------------------
+    def _import_dialog(self) -> None:
+        if not self.confirm_replace():
+            return
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Import workflow", "", IMPORT_FILTER)
+        if path:
+            self.import_file(path)
+
+    def import_file(self, path: str | Path) -> bool:
+        """File ▸ Import…: replace the canvas with the workflow imported from `path` (a ComfyUI workflow or image, an
+        AUTOMATIC1111 image or infotext), unsaved. False, with one message and the current workflow untouched, when
+        it cannot be imported. The caller has already offered to save unsaved work (:meth:`confirm_replace`)."""
+        from nodegraph.interop import InteropError, import_file
+
+        try:
+            result = import_file(path, self.model_folders)
+            self.open_imported(result, Path(path).name)
+        except (InteropError, WorkflowError) as error:
+            self.show_import_error(str(error))
+            return False
+        return True
+
+    def open_imported(self, result: Any, name: str) -> None:
+        """Show an import's workflow (an ``ImportResult``) as an unsaved document titled "`name` (imported)", and
+        what it could not carry over in the Problems dock and the status bar."""
+        upgrade_node_versions(result.workflow, self.registry)
+        self.open_unsaved(result.workflow, name)
+        self.show_import_warnings(result, name)
+
+    def show_import_warnings(self, result: Any, name: str) -> None:
+        """List an import's warnings in the Problems dock (a warning naming a node selects it when clicked), once;
+        the status bar says where they are."""
+        problems = self.feedback.problems
+        problems.clear()
+        for warning in result.warnings:
+            named = (m.group(1) for m in re.finditer(r"\bnodes? ([^\s,():]+)", warning))
+            problems.add_problem(warning, next((n for n in named if n in self.adapter.workflow), None))
+        text = f"Imported {name} ({result.source})"
+        if result.warnings:
+            text += f": {len(result.warnings)} thing(s) not carried over, see Problems"
+            self.feedback.problems_dock.show()
+            self.feedback.problems_dock.raise_()
+        self.state_label.setText(text)
+
+    def show_import_error(self, message: str) -> None:
+        """Say why an import failed: in the status bar, and in a message box when someone is there to read it
+        (tests monkeypatch this)."""
+        self.state_label.setText(f"Could not import: {message}")
+        if QtWidgets.QApplication.platformName() == "offscreen":
+            return  # nobody to tell
+        QtWidgets.QMessageBox.warning(self, APP_NAME, f"Could not import:\n{message}")
 
     def _save_as_dialog(self) -> bool:
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save workflow", "", "Workflows (*.json)")
@@ -419,8 +493,8 @@ def run_app(file: str | None = None) -> int:
     starter = resources_dir() / "workflows" / "txt2img.json"
     if window.restored:  # the user chose to get a crashed session's work back; it wins over FILE
         pass
-    elif file:
-        window.open_file(file)
+    elif file and not window.open_file(file) and Path(file).is_file():
+        window.import_file(file)  # not a nodegraph workflow: a ComfyUI workflow or an AUTOMATIC1111 image?
     elif starter.is_file():
         window.open_file(starter, remember=False)
         window.path = None

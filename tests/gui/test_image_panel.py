@@ -154,7 +154,7 @@ def test_a_png_without_a_workflow_says_so_and_changes_nothing(qtbot, window, tmp
     panel.act("load_workflow")
     assert dumps(window.adapter.to_workflow()) == before
     assert "plain.png" in window.state_label.text()
-    assert "carries no nodegraph workflow" in window.state_label.text()
+    assert "carries no workflow" in window.state_label.text()
 
 
 def test_a_deleted_file_is_reported_instead_of_opened(qtbot, window, tmp_path, opened):
