@@ -10,18 +10,21 @@ frontend does when it queues a prompt.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from nodegraph.core.graph import Workflow
 from nodegraph.core.registry import NodeRegistry
 from nodegraph.core.topology import Unresolvable, resolve_source
 from nodegraph.interop.comfyui_nodes import (
+    BY_COMFY_TYPE,
     BY_OUR_TYPE,
     COMFY_SAMPLERS,
     COMFY_SCHEDULERS,
     EXPORT_SAMPLERS,
     UI_ONLY,
     comfyui_schedule,
+    ksampler_inputs,
 )
 from nodegraph.interop.result import InteropError
 
@@ -53,6 +56,11 @@ def export_api(workflow: Workflow, registry: NodeRegistry) -> dict[str, Any]:
         if mapping is None:
             prompt[node.id] = {"class_type": node.type, "inputs": dict(node.inputs)}
             continue
+        ksampler = ksampler_inputs(node)  # a KSampler with denoise, imported as the advanced sampler
+        if ksampler is not None:
+            mapping = BY_COMFY_TYPE["KSampler"]
+            node = copy.copy(node)
+            node.inputs = ksampler
         inputs = _literals(node, mapping, registry, blockers)
         prompt[node.id] = {"class_type": mapping.comfy_type, "inputs": inputs}
         if node.title:
@@ -67,8 +75,10 @@ def export_api(workflow: Workflow, registry: NodeRegistry) -> dict[str, Any]:
             blockers.append(f"node {link.to_node!r}, input {link.to_input!r}: {why}")
             continue
         source = workflow.nodes[source_id]
-        mapping = BY_OUR_TYPE.get(workflow.nodes[link.to_node].type)
+        mapping = BY_COMFY_TYPE.get(target["class_type"])
         name = mapping.comfy_input(link.to_input) if mapping else link.to_input
+        if target["class_type"] == "KSampler" and name == "noise_seed":
+            name = "seed"
         if source.type in _PRIMITIVES:
             target["inputs"][name] = source.inputs.get("value", registry[source.type].input("value").default)
             continue

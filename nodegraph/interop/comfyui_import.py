@@ -18,6 +18,7 @@ from typing import Any
 from nodegraph.core.graph import Link, NodeInstance, Workflow
 from nodegraph.interop.comfyui_nodes import (
     BY_COMFY_TYPE,
+    BY_OUR_TYPE,
     CONTROL_VALUES,
     MODES,
     PRIMITIVE_NODE,
@@ -25,6 +26,7 @@ from nodegraph.interop.comfyui_nodes import (
     REROUTE_TYPES,
     UI_ONLY,
     NodeMapping,
+    comfyui_denoise,
     sampler_warnings,
     use_comfyui_schedules,
 )
@@ -122,7 +124,7 @@ def import_ui(doc: dict[str, Any], *, source: str = UI_SOURCE) -> ImportResult:
                 output_name = _output_name(source_node, nodes[source_id], source_slot)
                 workflow.links.append(Link(source_id, output_name, target_id, input_name))
     use_comfyui_schedules(workflow)
-    warnings += sampler_warnings(workflow)
+    warnings += sampler_warnings(workflow) + comfyui_denoise(workflow)
     workflow.meta["groups"] = [group for group in map(_group, doc.get("groups") or []) if group]
     if not workflow.meta["groups"]:
         del workflow.meta["groups"]
@@ -308,7 +310,7 @@ def _group(entry: Any) -> dict[str, Any] | None:
 def _placeholder_warnings(workflow: Workflow) -> list[str]:
     types: dict[str, list[str]] = {}
     for node in workflow:
-        if "comfyui" in node.extra:
+        if "comfyui" in node.extra and node.type not in BY_OUR_TYPE:
             types.setdefault(node.type, []).append(node.id)
     return [f"ComfyUI node type {name!r} has no nodegraph equivalent: kept as a placeholder "
             f"(node{'s' if len(ids) > 1 else ''} {', '.join(ids)})" for name, ids in sorted(types.items())]
@@ -363,7 +365,7 @@ def import_api(doc: dict[str, Any], *, source: str = API_SOURCE) -> ImportResult
                           else str(slot))
                 workflow.links.append(Link(source_id, output, target_id, mapping.our_input(name) if mapping else name))
     use_comfyui_schedules(workflow)
-    warnings += sampler_warnings(workflow)
+    warnings += sampler_warnings(workflow) + comfyui_denoise(workflow)
     auto_layout(workflow)
     warnings += _placeholder_warnings(workflow)
     return ImportResult(workflow, source, warnings)

@@ -174,3 +174,53 @@ def sampler_warnings(workflow) -> list[str]:
                    else "nodegraph does not have this sampler")
             lines.append(f"node {node.id}: sampler {name!r} does not run here ({why}): pick another before running")
     return lines
+
+
+def comfyui_denoise(workflow) -> list[str]:
+    """Give every imported KSampler with ``denoise`` below 1 ComfyUI's meaning of it, on the advanced sampler.
+
+    ComfyUI's KSampler computes the schedule for ``int(steps / denoise)`` steps and runs its last `steps`; the UNet
+    Sampler runs the last ``int(steps × denoise)`` of `steps` (diffusers' img2img strength). The same start is
+    UNet Sampler (Advanced) at ``steps = int(steps / denoise)`` from ``start_at_step = that - steps`` with noise
+    added there, which is what ComfyUI runs. The original values stay under ``comfyui`` for the export. Returns a
+    warning for each KSampler whose steps or denoise come through a link (left as they are)."""
+    warnings = []
+    for node in workflow:
+        denoise, steps = node.inputs.get("denoise"), node.inputs.get("steps")
+        if (node.type != "UNetSampler" or isinstance(denoise, bool) or not isinstance(denoise, (int, float))
+                or not 0 < denoise <= 0.9999 or isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+            continue
+        if workflow.links_into(node.id, "steps") or workflow.links_into(node.id, "denoise"):
+            warnings.append(f"node {node.id}: its steps or denoise come through a link, so ComfyUI's meaning of "
+                            "denoise (the last steps of a longer schedule) is not carried over: the image differs")
+            continue
+        total = int(steps / denoise)
+        inputs = node.inputs
+        node.type = "UNetSamplerAdvanced"
+        node.inputs = {"add_noise": "enable", "noise_seed": inputs.get("seed", 0), "steps": total,
+                       "cfg": inputs.get("cfg", 8.0), "sampler_name": inputs.get("sampler_name", "euler"),
+                       "scheduler": inputs.get("scheduler", "normal"), "start_at_step": total - steps,
+                       "end_at_step": 10000, "return_with_leftover_noise": "disable"}
+        node.extra["comfyui"] = {"class_type": "KSampler", "steps": steps, "denoise": denoise}
+        for index, link in enumerate(workflow.links):
+            if link.to_node == node.id and link.to_input == "seed":
+                workflow.links[index] = type(link)(link.from_node, link.from_output, node.id, "noise_seed")
+    return warnings
+
+
+def ksampler_inputs(node) -> dict | None:
+    """ComfyUI's KSampler inputs for a node :func:`comfyui_denoise` converted and nobody changed since (its steps
+    and start still the ones the recorded steps and denoise give); None otherwise."""
+    original = node.extra.get("comfyui")
+    if node.type != "UNetSamplerAdvanced" or not isinstance(original, dict) or original.get("class_type") != "KSampler":
+        return None
+    steps, denoise = original.get("steps"), original.get("denoise")
+    inputs = node.inputs
+    if not isinstance(steps, int) or not isinstance(denoise, (int, float)) or denoise <= 0:
+        return None
+    total = int(steps / denoise)
+    if (inputs.get("steps"), inputs.get("start_at_step"), inputs.get("end_at_step"), inputs.get("add_noise"),
+            inputs.get("return_with_leftover_noise")) != (total, total - steps, 10000, "enable", "disable"):
+        return None
+    return {"seed": inputs.get("noise_seed", 0), "steps": steps, "cfg": inputs.get("cfg"),
+            "sampler_name": inputs.get("sampler_name"), "scheduler": inputs.get("scheduler"), "denoise": denoise}

@@ -281,3 +281,23 @@ def test_every_comfyui_sampler_and_scheduler_name_runs_here_or_is_refused_by_nam
                     assert str(node.inputs[port]) in problems[port], (sampler, scheduler, problems)
                     refused.append(name)
     assert "euler" not in refused and "normal" not in refused and "dpm_fast" in refused
+
+
+def test_a_ksampler_with_denoise_keeps_comfyuis_meaning_on_the_advanced_sampler():
+    """ComfyUI's KSampler at denoise 0.87 and 20 steps runs the last 20 steps of an int(20 / 0.87) = 22-step schedule
+    (the UNet Sampler would run the last 17 of 20): the import is the advanced sampler from step 2 of 22, noise added
+    there, and the export gives the KSampler back."""
+    from nodegraph.interop.comfyui_export import export_api
+
+    path = corpus("examples_img2img__img2img_workflow.api.json")[0]
+    original = json.loads(path.read_text(encoding="utf-8"))
+    workflow = import_file(path).workflow
+    sampler = workflow.nodes["3"]
+    assert sampler.type == "UNetSamplerAdvanced"
+    assert sampler.inputs == {"add_noise": "enable", "noise_seed": 280823642470253, "steps": 22, "cfg": 8.0,
+                              "sampler_name": "dpmpp_2m", "scheduler": "comfyui_normal", "start_at_step": 2,
+                              "end_at_step": 10000, "return_with_leftover_noise": "disable"}
+    exported = export_api(workflow, create_registry(user_packs=False))["3"]
+    assert exported == {"class_type": "KSampler", "inputs": original["3"]["inputs"]}
+    sampler.inputs["start_at_step"] = 3  # edited since: exported as what it now is
+    assert export_api(workflow, create_registry(user_packs=False))["3"]["class_type"] == "KSamplerAdvanced"
