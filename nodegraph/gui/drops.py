@@ -72,7 +72,9 @@ def _import(window: Any, path: Path) -> None:
     """Import another tool's workflow, image or infotext as an unsaved workflow; InteropError when it holds none."""
     from nodegraph.interop import import_file
 
-    window.open_imported(import_file(path, getattr(window, "model_folders", None)), path.name)
+    with window.importing(path.name):
+        result = import_file(path, getattr(window, "model_folders", None))
+    window.open_imported(result, path.name)
 
 
 def _add_loader(window: Any, path: Path, pos: tuple[float, float]) -> None:

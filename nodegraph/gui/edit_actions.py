@@ -132,7 +132,8 @@ class EditActions:
         from nodegraph.interop import import_text
 
         try:
-            result = import_text(text, getattr(self.window, "model_folders", None))
+            with self.window.importing("pasted text"):
+                result = import_text(text, getattr(self.window, "model_folders", None))
         except (NodegraphError, ValueError):
             return []  # just text: nothing to paste
         if not self.window.confirm_replace():

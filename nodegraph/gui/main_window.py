@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -217,12 +219,27 @@ class MainWindow(QtWidgets.QMainWindow):
         from nodegraph.interop import InteropError, import_file
 
         try:
-            result = import_file(path, self.model_folders)
+            with self.importing(Path(path).name):
+                result = import_file(path, self.model_folders)
             self.open_imported(result, Path(path).name)
         except (InteropError, WorkflowError) as error:
             self.show_import_error(str(error))
             return False
         return True
+
+    @contextmanager
+    def importing(self, name: str) -> Iterator[None]:
+        """A wait cursor and a status line while an import reads its file (an AUTOMATIC1111 import may hash model
+        files it has not seen before: seconds per checkpoint, once)."""
+        before = self.state_label.text()
+        self.state_label.setText(f"Importing {name}…")
+        QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.CursorShape.WaitCursor)
+        QtWidgets.QApplication.processEvents()  # show the line and cursor before the work starts
+        try:
+            yield
+        finally:
+            QtWidgets.QApplication.restoreOverrideCursor()
+            self.state_label.setText(before)  # what comes next (the import's summary or error) says the rest
 
     def open_imported(self, result: Any, name: str) -> None:
         """Show an import's workflow (an ``ImportResult``) as an unsaved document titled "`name` (imported)", and
