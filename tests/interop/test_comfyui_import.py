@@ -301,3 +301,16 @@ def test_a_ksampler_with_denoise_keeps_comfyuis_meaning_on_the_advanced_sampler(
     assert exported == {"class_type": "KSampler", "inputs": original["3"]["inputs"]}
     sampler.inputs["start_at_step"] = 3  # edited since: exported as what it now is
     assert export_api(workflow, create_registry(user_packs=False))["3"]["class_type"] == "KSamplerAdvanced"
+
+
+def test_the_bundled_example_imports_the_same_in_both_forms_and_validates(registry):
+    """Runs in a fresh clone too: ComfyUI's LoRA example (tests/data/comfyui, with its licence), UI and API form."""
+    folder = Path(__file__).resolve().parents[1] / "data" / "comfyui"
+    ui = import_file(folder / "examples_lora__lora.ui.json").workflow
+    api = import_file(folder / "examples_lora__lora.api.json").workflow
+    assert {n.id: (n.type, n.inputs) for n in ui} == {n.id: (n.type, n.inputs) for n in api}
+    assert set(ui.links) == set(api.links) and len(ui.links) == 11
+    assert ui.nodes["10"].inputs == {"lora_name": "epiNoiseoffset_v2.safetensors", "strength_model": 1,
+                                     "strength_clip": 1}
+    assert validate(ui, registry) == []
+    assert ui.nodes["10"].ui["pos"] != api.nodes["10"].ui["pos"]  # the UI form's own; the API form laid out
