@@ -15,7 +15,7 @@ def test_palette_search_filters_by_name_type_and_description(window):
     palette.search_box.setText("multiply an integer")  # Scale's description
     assert palette.visible_types() == ["Scale"]
     palette.search_box.setText("unetsampler")
-    assert palette.visible_types() == ["UNetSampler"]
+    assert palette.visible_types() == ["UNetSampler", "UNetSamplerAdvanced"]
     palette.search_box.setText("")
     assert palette.visible_types() == everything
 
