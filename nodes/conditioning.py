@@ -1,22 +1,57 @@
 """Conditioning nodes: encode a prompt (AUTOMATIC1111 emphasis, prompt editing, long prompts, embeddings) and set CLIP
 skip."""
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
 from nodegraph.core import Input, NodeError, Output, PortType, node
 
+log = logging.getLogger(__name__)
 
-def _embeddings_for(ctx, clip, text):
+
+def _embeddings_for(ctx, clip, text, base=None):
     """The embeddings a prompt may use: the ones added by Embedding nodes (under their tokens) and those of the
-    embeddings folders whose name appears in the text (loaded only then)."""
+    embeddings folders whose name appears in the text (loaded only then).
+
+    A folder embedding made for another model line than `base` (``sd1``, ``sd2``, ``sdxl``) that the prompt names
+    only as a bare word stays plain text, as in AUTOMATIC1111 and ComfyUI: the word is left out here and a warning is
+    logged (this logger, ``nodes.conditioning``; the engine has no per-node warning event). Named as
+    ``embedding:name`` it is kept, so the encoder refuses it with the two families named.
+    """
     found = {token: ctx.models.embedding(path) for token, path in clip.embeddings}
     folded = text.casefold()
     for name in ctx.models.folders.list("embeddings"):
         stem = Path(name).stem
-        if stem.casefold() in folded:  # the encoder then matches exactly (embedding:name, or the bare name)
-            found.setdefault(stem, ctx.models.embedding(ctx.models.resolve("embeddings", name)))
+        if stem.casefold() in folded and stem not in found:  # the encoder then matches exactly (explicit or bare)
+            path = ctx.models.resolve("embeddings", name)
+            embedding = ctx.models.embedding(path)
+            if base is not None and embedding.base not in ("unknown", base) and not _named_explicitly(text, stem,
+                                                                                                        path):
+                if not _named(text, stem, path):  # a longer word merely contains the name
+                    continue
+                log.warning("the prompt word %r is left as text: embeddings/%s is an embedding for %s models, not "
+                            "%s (write embedding:%s to use it anyway)", stem, name, embedding.base.upper(),
+                            base.upper(), stem)
+                continue
+            found[stem] = embedding
     return found
+
+
+def _references(text, stem, path):
+    from nodegraph.models.prompt_parser import find_embedding_references
+
+    return [ref for ref in find_embedding_references(text, {stem: path}) if ref.key == stem]
+
+
+def _named(text, stem, path):
+    """Whether `text` names the folder embedding `stem` at all (bare or explicit)."""
+    return bool(_references(text, stem, path))
+
+
+def _named_explicitly(text, stem, path):
+    """Whether `text` names the folder embedding `stem` as ``embedding:…`` (not only as a bare word)."""
+    return any(ref.explicit for ref in _references(text, stem, path))
 
 
 def _folder_embeddings_fingerprint(settings, text):
@@ -53,7 +88,7 @@ def clip_text_encode(ctx, clip, text):
     from nodegraph.models.prompt_parser import TooManyPromptVariants
 
     checkpoint = ctx.models.checkpoint(clip.checkpoint)
-    embeddings = _embeddings_for(ctx, clip, text)
+    embeddings = _embeddings_for(ctx, clip, text, checkpoint.family.base)
     with ctx.models.use(*checkpoint.text_encoders.values()), \
             applied_loras(clip.loras, checkpoint.family, checkpoint.unet, checkpoint.text_encoders):
         try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nodegraph.core.schema import InputSpec
+from nodegraph.models.embeddings import EMBEDDING_IMAGE_SUFFIXES, png_embedding_text
 from nodegraph.models.errors import ModelNotFoundError
 from nodegraph.models.safe_load import MODEL_SUFFIXES
 from nodegraph.paths import app_home
@@ -95,7 +96,13 @@ class ModelFolders:
 def _is_model(path: Path, kind: str) -> bool:
     if path.is_dir():
         return kind == "checkpoints" and (path / "model_index.json").is_file()
-    return path.suffix.lower() in MODEL_SUFFIXES and not path.name.startswith(".")
+    if path.name.startswith("."):
+        return False
+    suffix = path.suffix.lower()
+    if kind == "embeddings" and suffix in EMBEDDING_IMAGE_SUFFIXES:
+        # AUTOMATIC1111 embeddings saved as images; other PNGs (previews such as name.preview.png) are not models.
+        return not path.name.lower().endswith(".preview.png") and png_embedding_text(path) is not None
+    return suffix in MODEL_SUFFIXES
 
 
 def read_extra_model_paths(path: Path) -> dict[str, list[Path]]:

@@ -1,7 +1,8 @@
 """Textual-inversion embeddings: reading every common file format, and registering them on text encoders.
 
-Formats (FORMATS.md): AUTOMATIC1111 ``.pt`` (``string_to_param["*"]``), ``.safetensors`` (``emb_params``),
-diffusers (``{"<token>": T[d]}``) and SDXL (``clip_l`` / ``clip_g``, one per text encoder). Registration goes through
+Formats (FORMATS.md, docs/addon-formats.md): AUTOMATIC1111 ``.pt`` (``string_to_param["*"]``), ``.safetensors``
+(``emb_params``), AUTOMATIC1111 ``.png`` (the same dictionary as JSON in a ``sd-ti-embedding`` text chunk), diffusers
+(``{"<token>": T[d]}``) and SDXL (``clip_l`` / ``clip_g``, one per text encoder). Registration goes through
 diffusers' ``load_textual_inversion`` so prompts encode exactly as diffusers' pipelines encode them; a multi-vector
 embedding expands to ``token token_1 token_2 …``. Registering is undone on leaving the block, so a cached text
 encoder never keeps another graph branch's tokens.
@@ -9,6 +10,11 @@ encoder never keeps another graph branch's tokens.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import struct
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,10 +23,15 @@ from typing import Any
 
 from nodegraph.models.errors import CorruptModelError, IncompatibleModelError
 from nodegraph.models.families import Family
-from nodegraph.models.offline import import_diffusers
+from nodegraph.models.offline import import_diffusers, import_torch
 from nodegraph.models.safe_load import load_state_dict
 
 _WIDTH_BASE = {768: "sd1", 1024: "sd2"}
+#: Image files that may hold an embedding (AUTOMATIC1111's "embedding as an image").
+EMBEDDING_IMAGE_SUFFIXES = (".png",)
+#: The PNG text chunk AUTOMATIC1111 writes the embedding into.
+PNG_EMBEDDING_KEY = "sd-ti-embedding"
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -43,7 +54,7 @@ class Embedding:
 def read_embedding(path: str | Path) -> Embedding:
     """Read an embedding file of any supported format."""
     path = Path(path)
-    data = load_state_dict(path)
+    data = read_png_embedding(path) if path.suffix.lower() in EMBEDDING_IMAGE_SUFFIXES else load_state_dict(path)
     if "clip_l" in data or "clip_g" in data:
         vectors = {name: _matrix(path, data[key]) for key, name in (("clip_l", "text_encoder"),
                                                                     ("clip_g", "text_encoder_2")) if key in data}
@@ -58,6 +69,83 @@ def read_embedding(path: str | Path) -> Embedding:
         return Embedding(path, {"text_encoder": _matrix(path, tensors[0])})
     raise CorruptModelError(path, "not a textual-inversion embedding (no string_to_param, emb_params, clip_l/clip_g "
                                   "or single vector)")
+
+
+def png_embedding_text(path: str | Path) -> str | None:
+    """The ``sd-ti-embedding`` text of a PNG (tEXt, zTXt or iTXt chunk), or None when it has none.
+
+    Walks the chunk list, reading only text chunks (the image data is skipped), so listing a folder of PNGs is cheap.
+    Embeddings hidden in the pixels (AUTOMATIC1111's fallback for images without the chunk) are not read.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            if handle.read(8) != _PNG_SIGNATURE:
+                return None
+            while True:
+                head = handle.read(8)
+                if len(head) < 8:
+                    return None
+                length, kind = struct.unpack(">I4s", head)
+                if kind == b"IEND":
+                    return None
+                if kind not in (b"tEXt", b"zTXt", b"iTXt"):
+                    handle.seek(length + 4, 1)  # the data and its CRC
+                    continue
+                body = handle.read(length)
+                handle.seek(4, 1)
+                text = _png_text(kind, body)
+                if text is not None:
+                    return text
+    except (OSError, struct.error):
+        return None
+
+
+def _png_text(kind: bytes, body: bytes) -> str | None:
+    """The text of one PNG text chunk if its keyword is ``sd-ti-embedding``."""
+    keyword, _, rest = body.partition(b"\0")
+    if keyword.decode("latin-1") != PNG_EMBEDDING_KEY:
+        return None
+    try:
+        if kind == b"tEXt":
+            return rest.decode("latin-1")
+        if kind == b"zTXt":  # compression method byte, then zlib data
+            return zlib.decompress(rest[1:]).decode("latin-1")
+        compressed, _method, rest = rest[0], rest[1], rest[2:]  # iTXt: flag, method, language\0, keyword\0, text
+        text = rest.split(b"\0", 2)[-1]
+        return (zlib.decompress(text) if compressed else text).decode("utf-8")
+    except (zlib.error, UnicodeDecodeError, IndexError):
+        return None
+
+
+def read_png_embedding(path: str | Path) -> dict[str, Any]:
+    """AUTOMATIC1111's embedding dictionary from a PNG's ``sd-ti-embedding`` chunk (base64 of JSON).
+
+    A1111 writes each tensor as ``{"TORCHTENSOR": nested lists of numbers}``: plain JSON, nothing is unpickled. The
+    tensors come back as float32 (A1111 loads them as float32 too).
+    """
+    path = Path(path)
+    text = png_embedding_text(path)
+    if text is None:
+        raise CorruptModelError(path, f"a PNG without an embedding (no {PNG_EMBEDDING_KEY!r} text chunk; embeddings "
+                                      "hidden in the image's pixels are not supported)")
+    torch = import_torch()
+
+    def decode(obj: dict[str, Any]) -> Any:
+        if "TORCHTENSOR" in obj:
+            try:
+                return torch.tensor(obj["TORCHTENSOR"], dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError):
+                raise CorruptModelError(path, "the embedding's TORCHTENSOR is not a numeric array") from None
+        return obj
+
+    try:
+        data = json.loads(base64.b64decode(text, validate=False), object_hook=decode)
+    except (binascii.Error, ValueError) as error:
+        raise CorruptModelError(path, f"unreadable {PNG_EMBEDDING_KEY} chunk: {error}") from None
+    if not isinstance(data, dict):
+        raise CorruptModelError(path, f"the {PNG_EMBEDDING_KEY} chunk holds no dictionary")
+    return data
 
 
 def _matrix(path: Path, tensor: Any) -> Any:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nodegraph.models.embeddings import EMBEDDING_IMAGE_SUFFIXES, read_png_embedding
 from nodegraph.models.errors import CorruptModelError
 from nodegraph.models.families import FAMILIES
 from nodegraph.models.safe_load import (
@@ -49,13 +50,15 @@ class ModelInfo:
     bytes: int = 0
     unsupported: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: The add-on's file format (``kohya``, ``diffusers-attn-procs``, ``a1111-png`` …, see docs/addon-formats.md).
+    format: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON shape of `nodegraph inspect --json`."""
         return {"path": str(self.path), "kind": self.kind, "variant": self.variant, "family": self.family,
                 "prediction": self.prediction, "prediction_source": self.prediction_source, "tensors": self.tensors,
                 "dtypes": list(self.dtypes), "bytes": self.bytes, "unsupported": self.unsupported,
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "format": self.format}
 
 
 def identify(path: str | Path, prediction_override: str | None = None) -> ModelInfo:
@@ -64,6 +67,8 @@ def identify(path: str | Path, prediction_override: str | None = None) -> ModelI
     if path.is_dir():
         return _identify_diffusers_folder(path)
     suffix = path.suffix.lower()
+    if suffix in EMBEDDING_IMAGE_SUFFIXES:
+        return _identify_png_embedding(path)
     if suffix not in MODEL_SUFFIXES:
         raise CorruptModelError(path, f"not a model file (expected {', '.join(MODEL_SUFFIXES)})")
     if suffix in SAFETENSORS_SUFFIXES:
@@ -100,13 +105,14 @@ def _classify(path: Path, shapes: Mapping[str, tuple[int, ...]], dtypes: set[str
                          prediction_source=source, notes=notes, **common)
     lora_variant = _lora_variant(names, shapes)
     if lora_variant is not None:
-        return ModelInfo(kind="lora", family=_lora_base(shapes), variant=lora_variant, **common)
+        return ModelInfo(kind="lora", family=_lora_base(shapes), variant=lora_variant, format=lora_format(names),
+                         **common)
     if _is_vae(names):
         return ModelInfo(kind="vae", variant="diffusers" if any(".down_blocks." in n for n in names) else None,
                          notes=("a VAE fits every SD 1.x/2.x model; SDXL has its own",), **common)
     embedding_base = _embedding_base(shapes)
     if embedding_base is not None:
-        return ModelInfo(kind="embedding", family=embedding_base, **common)
+        return ModelInfo(kind="embedding", family=embedding_base, format=_embedding_format(path, shapes), **common)
     raise CorruptModelError(path, "not a recognised Stable Diffusion file (no checkpoint, LoRA, VAE or embedding "
                                   "tensors)")
 
@@ -182,12 +188,35 @@ def decide_prediction(path: Path, family: str, metadata: Mapping[str, str],
     return "v", "default for SD 2.x"
 
 
+#: cloneofsimo/lora (``lora_diffusion``, late 2022): numbered layers ``unet:12:down`` / ``text_encoder:3:up``.
+_CLONEOFSIMO = re.compile(r"^(unet|text_encoder):\d+:(down|up)$")
+_DOWN_SUFFIXES = (".lora_down.weight", ".lora_A.weight", ".lora.down.weight", "_lora.down.weight",
+                  ".lora_linear_layer.down.weight")
+
+
+def lora_format(names: list[str]) -> str:
+    """The file format of a LoRA-type add-on from its tensor names (see docs/addon-formats.md)."""
+    if any(".hada_w1_a" in n or ".lokr_w1" in n for n in names):
+        return "lycoris"
+    if any(_CLONEOFSIMO.match(n) for n in names):
+        return "cloneofsimo"
+    if any(re.search(r"\.to_(q|k|v|out)_lora\.(down|up)\.weight$", n) for n in names):
+        return "diffusers-attn-procs"
+    if all(n.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for n in names):
+        return "kohya"
+    if any(".lora_A." in n for n in names):
+        return "peft"
+    return "diffusers"
+
+
 def _lora_variant(names: list[str], shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     if any(".hada_w1_a" in n for n in names):
         return "loha"
     if any(".lokr_w1" in n for n in names):
         return "lokr"
-    downs = [n for n in names if n.endswith((".lora_down.weight", ".lora_A.weight", ".lora.down.weight"))]
+    if any(_CLONEOFSIMO.match(n) for n in names):
+        return "lora"
+    downs = [n for n in names if n.endswith(_DOWN_SUFFIXES)]
     if not downs:
         return None
     if any(len(shapes[n]) == 4 and shapes[n][2:] != (1, 1) for n in downs):
@@ -200,9 +229,13 @@ def _lora_base(shapes: Mapping[str, tuple[int, ...]]) -> str:
     if any(n.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for n in names):
         return "sdxl"
     for name, shape in shapes.items():
-        if len(shape) == 2 and re.search(r"attn2[._]to_k(\.lora_down|\.lora_A|_lora\.down|\.lora\.down|\.hada_w1_b)",
-                                         name):
+        if len(shape) == 2 and re.search(r"attn2[._](processor\.)?to_k(\.lora_down|\.lora_A|_lora\.down|\.lora\.down|"
+                                         r"\.hada_w1_b)", name):
             return _WIDTH_TO_BASE.get(shape[1], "unknown")
+    for name, shape in shapes.items():  # cloneofsimo: the text encoder's layers, or its learned tokens (<s1>)
+        numbered = re.match(r"text_encoder:\d+:down$", name) and len(shape) == 2
+        if numbered or (name.startswith("<") and len(shape) == 1):
+            return _WIDTH_TO_BASE.get(shape[-1], "unknown")
     for name, shape in shapes.items():
         if len(shape) == 2 and re.search(r"(lora_te_|text_encoder\.).*q_proj", name) and "lora_up" not in name \
                 and "lora_B" not in name:
@@ -228,6 +261,24 @@ def _embedding_base(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
     return None
 
 
+def _embedding_format(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> str:
+    if "clip_l" in shapes or "clip_g" in shapes:
+        return "sdxl"
+    if "emb_params" in shapes:
+        return "a1111-safetensors"
+    if path.suffix.lower() == ".bin" or any(name.startswith("<") for name in shapes):
+        return "diffusers"
+    return "single-tensor"
+
+
+def _identify_png_embedding(path: Path) -> ModelInfo:
+    """An AUTOMATIC1111 embedding stored in a PNG's ``sd-ti-embedding`` text chunk."""
+    info = _identify_pickled_addon(path, read_png_embedding(path))
+    if info is None or info.kind != "embedding":
+        raise CorruptModelError(path, "the PNG's sd-ti-embedding chunk holds no embedding vectors")
+    return info
+
+
 def _identify_pickled_addon(path: Path, data: Mapping[Any, Any]) -> ModelInfo | None:
     """AUTOMATIC1111 embeddings and hypernetworks are nested pickles, not flat state dicts."""
     size = path.stat().st_size
@@ -235,15 +286,17 @@ def _identify_pickled_addon(path: Path, data: Mapping[Any, Any]) -> ModelInfo | 
         params = [v for v in data["string_to_param"].values() if hasattr(v, "shape")]
         if params:
             width = params[0].shape[-1]
+            fmt = "a1111-png" if path.suffix.lower() in EMBEDDING_IMAGE_SUFFIXES else "a1111-pt"
             return ModelInfo(path, "embedding", _WIDTH_TO_BASE.get(width, "unknown"), tensors=len(params),
                              dtypes=tuple(sorted({str(p.dtype).removeprefix("torch.") for p in params})), bytes=size,
-                             notes=(f"{params[0].shape[0] if len(params[0].shape) == 2 else 1} vector(s)",))
+                             notes=(f"{params[0].shape[0] if len(params[0].shape) == 2 else 1} vector(s)",),
+                             format=fmt)
     widths = [key for key in data if isinstance(key, int)]
     if widths and ("layer_structure" in data or "activation_func" in data):
         tensors = [t for key in widths for module in data[key] if isinstance(module, Mapping)
                    for t in module.values() if hasattr(t, "shape")]
         base = "sd2" if 1024 in widths else "sd1" if 768 in widths else "sdxl" if 2048 in widths else "unknown"
-        return ModelInfo(path, "hypernetwork", base, tensors=len(tensors),
+        return ModelInfo(path, "hypernetwork", base, tensors=len(tensors), format="a1111",
                          dtypes=tuple(sorted({str(t.dtype).removeprefix("torch.") for t in tensors})), bytes=size,
                          notes=(f"layer widths {sorted(widths)}",))
     return None

@@ -1,6 +1,8 @@
 """Applying stacks of LoRAs to loaded components through diffusers + peft, and taking them off again exactly.
 
-Each LoRA file becomes a peft adapter (diffusers converts kohya/AUTOMATIC1111, LoCon and diffusers/PEFT files); the
+Each LoRA file becomes a peft adapter (diffusers converts kohya/AUTOMATIC1111, LoCon and diffusers/PEFT files; the
+2023 diffusers "attention processor" files are renamed first with diffusers' own key maps, see
+:func:`convert_attn_procs_lora`); the
 base weights are never modified or copied — an adapter adds its low-rank delta beside them — so disabling the
 adapters gives the base model's outputs bit for bit, and two graph branches with different LoRA stacks share one
 UNet. Adapters stay loaded (disabled) between uses so a re-run does not re-read the file; :func:`unload_loras`
@@ -44,6 +46,10 @@ def check_lora(path: Path, family: Family) -> None:
     info = identify(path)
     if info.kind != "lora":
         raise ModelError(path, f"is a {info.kind}, not a LoRA")
+    if info.format == "cloneofsimo":
+        raise IncompatibleModelError(path, "is a cloneofsimo/lora (lora_diffusion) file, whose layers are numbered "
+                                           "by injection order instead of named; it is recognised but cannot be "
+                                           "applied yet")
     if info.variant in ("loha", "lokr"):
         raise IncompatibleModelError(path, f"is a LyCORIS {info.variant.upper()} file, which diffusers/peft cannot "
                                            "apply yet; LoRA and LoCon files are supported")
@@ -62,7 +68,7 @@ def _ensure_loaded(path: Path, family: Family, unet: Any, text_encoders: Mapping
     diffusers = import_diffusers()
     mixin = (diffusers.loaders.StableDiffusionXLLoraLoaderMixin if family.base == "sdxl"
              else diffusers.loaders.StableDiffusionLoraLoaderMixin)
-    raw = unwrap_state_dict(load_state_dict(path))
+    raw = convert_attn_procs_lora(unwrap_state_dict(load_state_dict(path)))
     try:
         state, alphas = mixin.lora_state_dict(dict(raw), unet_config=unet.config)
     except (ValueError, KeyError) as error:
@@ -93,6 +99,38 @@ def _ensure_loaded(path: Path, family: Family, unet: Any, text_encoders: Mapping
         raise IncompatibleModelError(path, f"none of its {len(raw)} tensors matches a layer of this {family.label} "
                                            "model: is it a LoRA for another model type?")
     return name
+
+
+def is_attn_procs_lora(state: Mapping[str, Any]) -> bool:
+    """Whether `state` is in the 2023 diffusers "attention processor" format
+    (``down_blocks.0.attentions.0.transformer_blocks.0.attn1.processor.to_k_lora.down.weight``)."""
+    return any(key.endswith(("_lora.down.weight", "_lora.up.weight")) and ".to_" in key for key in state)
+
+
+def convert_attn_procs_lora(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A LoRA in the old diffusers attention-processor format renamed to the PEFT format diffusers loads
+    (``unet.down_blocks.….attn1.to_k.lora_A.weight``); any other state dict is returned unchanged.
+
+    The renaming is diffusers' own: ``convert_unet_state_dict_to_peft`` for the UNet (drops ``.processor``, maps
+    ``to_k_lora.down`` to ``to_k.lora_A`` and ``to_out_lora`` to ``to_out.0``) and the ``DIFFUSERS_OLD`` map of
+    ``convert_state_dict_to_peft`` for text-encoder keys (``text_encoder.….self_attn.to_k_lora`` → ``k_proj``).
+    These files carry no alpha: the scale is 1, as in diffusers' old ``LoRAAttnProcessor``.
+    """
+    if not is_attn_procs_lora(state):
+        return dict(state)
+    import_diffusers()
+    from diffusers.utils.state_dict_utils import (
+        StateDictType,
+        convert_state_dict_to_peft,
+        convert_unet_state_dict_to_peft,
+    )
+
+    text = {k: v for k, v in state.items() if k.startswith(("text_encoder.", "text_encoder_2."))}
+    unet = {k.removeprefix("unet."): v for k, v in state.items() if k not in text}
+    converted = {f"unet.{k}": v for k, v in convert_unet_state_dict_to_peft(unet).items()}
+    if text:
+        converted.update(convert_state_dict_to_peft(text, original_type=StateDictType.DIFFUSERS_OLD))
+    return converted
 
 
 def _remove_adapter(name: str, unet: Any, text_encoders: Mapping[str, Any]) -> None:
