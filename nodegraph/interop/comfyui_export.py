@@ -22,6 +22,7 @@ from nodegraph.interop.comfyui_nodes import (
     COMFY_SAMPLERS,
     COMFY_SCHEDULERS,
     EXPORT_SAMPLERS,
+    PRIMITIVE_TYPES,
     UI_ONLY,
     comfyui_schedule,
     ksampler_inputs,
@@ -30,7 +31,7 @@ from nodegraph.interop.result import InteropError
 
 #: Our node types with no place in a ComfyUI prompt.
 _UI_ONLY_TYPES = frozenset({"Note"})
-_PRIMITIVES = frozenset({"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveBoolean"})
+_PRIMITIVES = frozenset(PRIMITIVE_TYPES.values())
 
 
 def export_api(workflow: Workflow, registry: NodeRegistry) -> dict[str, Any]:

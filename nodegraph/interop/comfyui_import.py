@@ -240,9 +240,8 @@ def _output_name(source: NodeInstance, entry: dict[str, Any], slot: int) -> str:
     mapping = BY_COMFY_TYPE.get(entry["type"])
     if mapping and source.type == mapping.our_type and slot < len(mapping.outputs):
         return mapping.outputs[slot]
-    if entry["type"] == PRIMITIVE_NODE:
-        return {"PrimitiveInt": "INT", "PrimitiveFloat": "FLOAT", "PrimitiveString": "STRING",
-                "PrimitiveBoolean": "BOOLEAN"}[source.type]
+    if entry["type"] == PRIMITIVE_NODE:  # our primitive node of its value type: its one output
+        return BY_OUR_TYPE[source.type].outputs[0]
     outputs = entry.get("outputs") or []
     if slot < len(outputs) and isinstance(outputs[slot], dict) and outputs[slot].get("name"):
         return str(outputs[slot]["name"])

@@ -62,19 +62,24 @@ def read_infotext(path: str | Path) -> str | None:
     try:
         with Image.open(path) as image:
             image.load()
-            text = getattr(image, "text", None) or {}
-            if isinstance(text.get(PARAMETERS_CHUNK), str) and text[PARAMETERS_CHUNK].strip():
-                return str(text[PARAMETERS_CHUNK])
-            comment = _exif_comment(image)
-            if comment:
-                return comment
-            jpeg_comment = image.info.get("comment")
-            if isinstance(jpeg_comment, bytes):
-                jpeg_comment = jpeg_comment.decode("utf-8", errors="replace")
-            if isinstance(jpeg_comment, str) and "Steps: " in jpeg_comment:
-                return jpeg_comment
+            return infotext_in(image)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise InteropError(f"{path.name}: cannot read the image ({error})") from None
+
+
+def infotext_in(image) -> str | None:
+    """The infotext of an open Pillow image (see :func:`read_infotext`), or None."""
+    text = getattr(image, "text", None) or {}
+    if isinstance(text.get(PARAMETERS_CHUNK), str) and text[PARAMETERS_CHUNK].strip():
+        return str(text[PARAMETERS_CHUNK])
+    comment = _exif_comment(image)
+    if comment:
+        return comment
+    jpeg_comment = image.info.get("comment")
+    if isinstance(jpeg_comment, bytes):
+        jpeg_comment = jpeg_comment.decode("utf-8", errors="replace")
+    if isinstance(jpeg_comment, str) and "Steps: " in jpeg_comment:
+        return jpeg_comment
     return None
 
 

@@ -105,7 +105,7 @@ def _checked(result: ImportResult) -> ImportResult:
 def _import_image(path: Path, catalog: ModelCatalog | None) -> ImportResult:
     from nodegraph.images import WORKFLOW_CHUNK
 
-    texts = _image_texts(path)
+    texts, infotext = _image_texts(path)
     if WORKFLOW_CHUNK in texts:
         return _import_json(_parse(texts[WORKFLOW_CHUNK], "its nodegraph workflow"), "image with a ")
     problems = []
@@ -121,9 +121,6 @@ def _import_image(path: Path, catalog: ModelCatalog | None) -> ImportResult:
             return result
     if problems:
         raise InteropError("; ".join(problems))
-    from nodegraph.interop.image_text import read_infotext
-
-    infotext = read_infotext(path)
     if infotext:
         from nodegraph.interop.a1111 import import_infotext
 
@@ -131,9 +128,12 @@ def _import_image(path: Path, catalog: ModelCatalog | None) -> ImportResult:
     raise InteropError("this image carries no workflow: no nodegraph, ComfyUI or AUTOMATIC1111 data in it")
 
 
-def _image_texts(path: Path) -> dict[str, str]:
-    """An image's text metadata: PNG text chunks, and ComfyUI's ``workflow:``/``prompt:`` EXIF fields (WebP)."""
+def _image_texts(path: Path) -> tuple[dict[str, str], str | None]:
+    """An image's text metadata, read in one opening: PNG text chunks with ComfyUI's ``workflow:``/``prompt:`` EXIF
+    fields (WebP), and its AUTOMATIC1111 infotext."""
     from PIL import Image, UnidentifiedImageError
+
+    from nodegraph.interop.image_text import infotext_in
 
     try:
         with Image.open(path) as image:
@@ -145,6 +145,7 @@ def _image_texts(path: Path) -> dict[str, str]:
                     for key in ("workflow", "prompt"):
                         if value.startswith(f"{key}:"):
                             texts.setdefault(key, value[len(key) + 1:])
+            infotext = infotext_in(image)
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise InteropError(f"cannot read the image ({error})") from None
-    return texts
+    return texts, infotext
