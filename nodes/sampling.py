@@ -18,7 +18,8 @@ def _sampler_inputs(seed_name, seed_tooltip):
                          labels={name: spec.label for name, spec in SAMPLERS.items()}),
             Input.choice("scheduler", list(SCHEDULES), "normal",
                          labels={name: label or "Normal" for name, label in SCHEDULES.items()},
-                         tooltip="how the noise levels are spaced, by ComfyUI's names and formulas")]
+                         tooltip="how the noise levels are spaced: the plain names as diffusers computes them, the "
+                                 "(ComfyUI) ones, Simple, DDIM and KL Optimal as ComfyUI does")]
 
 
 _LINKS = [Input.link("model", PortType.MODEL), Input.link("positive", PortType.CONDITIONING),
