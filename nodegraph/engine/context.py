@@ -13,7 +13,7 @@ from typing import Any
 from nodegraph.core.errors import NodeError
 from nodegraph.core.graph import Workflow
 from nodegraph.engine.cancel import CancelToken
-from nodegraph.engine.events import Event, Progress
+from nodegraph.engine.events import Event, NodeMessage, Progress
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,14 @@ class ExecutionContext:
         """Report `step` of `total` (with an optional small preview image), then honour a pending cancel."""
         self._emit(Progress(self.run_id, self.node_id, step, total, preview))
         self._cancel.check()
+
+    def report(self, text: str, level: str = "info", node_id: str | None = None) -> None:
+        """Tell the user something about this node's work (`level` ``"info"`` or ``"warning"``) without failing it;
+        `node_id` names another node the message is about (default: this one). The CLI prints it, ``--json`` lists
+        it and the app shows it on the node."""
+        if level not in ("info", "warning"):
+            raise ValueError(f"level must be 'info' or 'warning', not {level!r}")
+        self._emit(NodeMessage(self.run_id, node_id or self.node_id, level, text))
 
     def add_file(self, path: str | Path) -> None:
         """Record a file this node wrote for the user (it shows in the run's outputs)."""

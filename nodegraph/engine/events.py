@@ -62,6 +62,18 @@ class NodeFinished(Event):
 
 
 @dataclass(frozen=True)
+class NodeMessage(Event):
+    """Something a node tells the user about its work that is not a failure: ``level`` is ``"info"`` (e.g. "LoRA
+    style.safetensors: 192/192 layers matched") or ``"warning"`` (half a LoRA matched; a prompt word left as text).
+    `node_id` is the node the message is about, which may differ from the node that was running (a sampler applies
+    the LoRAs of the LoRA nodes upstream of it)."""
+
+    node_id: str = ""
+    level: str = "info"
+    text: str = ""
+
+
+@dataclass(frozen=True)
 class NodeFailed(Event):
     """A node raised: `message` is for the user; `details` holds the traceback of an unexpected error ('' for user
     errors such as a missing file)."""

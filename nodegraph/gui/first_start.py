@@ -33,7 +33,7 @@ NESTED = ("ComfyUI", "webui")
 MAX_ENTRIES = 400
 
 KIND_LABELS = {"checkpoints": "Checkpoints", "loras": "LoRAs", "vae": "VAEs", "embeddings": "Embeddings",
-               "hypernetworks": "Hypernetworks"}
+               "hypernetworks": "Hypernetworks", "upscale_models": "Upscale models", "controlnet": "ControlNets"}
 #: How long the status bar hint stays (a temporary message hides the run state label while it shows).
 HINT_MS = 20_000
 DEMO_NOTE = ("The demo checkpoint has random weights, so its images are noise: it shows that every part of the "

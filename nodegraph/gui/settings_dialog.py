@@ -22,7 +22,8 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:0", "cuda:1", "mps")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 #: kind → (singular, plural) as shown in a root's summary
 _KIND_NAMES = {"checkpoints": ("checkpoint", "checkpoints"), "loras": ("LoRA", "LoRAs"), "vae": ("VAE", "VAEs"),
-               "embeddings": ("embedding", "embeddings"), "hypernetworks": ("hypernetwork", "hypernetworks")}
+               "embeddings": ("embedding", "embeddings"), "hypernetworks": ("hypernetwork", "hypernetworks"),
+               "upscale_models": ("upscale model", "upscale models"), "controlnet": ("ControlNet", "ControlNets")}
 _PATH_ROLE = QtCore.Qt.ItemDataRole.UserRole
 
 

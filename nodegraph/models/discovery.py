@@ -24,10 +24,12 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "vae": ("vae", "VAE"),
     "embeddings": ("embeddings",),
     "hypernetworks": ("hypernetworks",),
+    "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN", "SwinIR"),
+    "controlnet": ("controlnet", "ControlNet"),
 }
 #: ComfyUI's extra_model_paths.yaml keys that map onto our kinds.
 _YAML_KEYS = {"checkpoints": "checkpoints", "loras": "loras", "vae": "vae", "embeddings": "embeddings",
-              "hypernetworks": "hypernetworks"}
+              "hypernetworks": "hypernetworks", "upscale_models": "upscale_models", "controlnet": "controlnet"}
 
 
 @dataclass
