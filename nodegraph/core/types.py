@@ -15,6 +15,8 @@ class PortType:
     LATENT = "LATENT"
     IMAGE = "IMAGE"
     MASK = "MASK"
+    UPSCALE_MODEL = "UPSCALE_MODEL"
+    CONTROL_NET = "CONTROL_NET"
     INT = "INT"
     FLOAT = "FLOAT"
     STRING = "STRING"
@@ -36,6 +38,8 @@ BUILTIN_TYPES = frozenset(
         PortType.LATENT,
         PortType.IMAGE,
         PortType.MASK,
+        PortType.UPSCALE_MODEL,
+        PortType.CONTROL_NET,
         PortType.ANY,
     }
     | LITERAL_TYPES

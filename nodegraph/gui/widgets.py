@@ -35,6 +35,8 @@ PORT_COLORS: dict[str, tuple[int, int, int]] = {
     PortType.LATENT: (255, 120, 200),
     PortType.IMAGE: (100, 180, 255),
     PortType.MASK: (120, 220, 120),
+    PortType.UPSCALE_MODEL: (140, 110, 200),
+    PortType.CONTROL_NET: (0, 200, 170),
     PortType.INT: (120, 200, 200),
     PortType.FLOAT: (150, 210, 170),
     PortType.STRING: (200, 200, 200),
