@@ -1,13 +1,10 @@
 """Conditioning nodes: encode a prompt (AUTOMATIC1111 emphasis, prompt editing, long prompts, embeddings) and set CLIP
 skip."""
 
-import logging
 from dataclasses import replace
 from pathlib import Path
 
 from nodegraph.core import Input, NodeError, Output, PortType, node
-
-log = logging.getLogger(__name__)
 
 
 def _embeddings_for(ctx, clip, text, base=None):
@@ -15,9 +12,9 @@ def _embeddings_for(ctx, clip, text, base=None):
     embeddings folders whose name appears in the text (loaded only then).
 
     A folder embedding made for another model line than `base` (``sd1``, ``sd2``, ``sdxl``) that the prompt names
-    only as a bare word stays plain text, as in AUTOMATIC1111 and ComfyUI: the word is left out here and a warning is
-    logged (this logger, ``nodes.conditioning``; the engine has no per-node warning event). Named as
-    ``embedding:name`` it is kept, so the encoder refuses it with the two families named.
+    only as a bare word stays plain text, as in AUTOMATIC1111 and ComfyUI: the word is left out here and the node
+    reports a warning naming the word, the file and both families (``ctx.report``: the CLI prints it, the app shows
+    it on the node). Named as ``embedding:name`` it is kept, so the encoder refuses it with the two families named.
     """
     found = {token: ctx.models.embedding(path) for token, path in clip.embeddings}
     folded = text.casefold()
@@ -30,9 +27,8 @@ def _embeddings_for(ctx, clip, text, base=None):
                                                                                                         path):
                 if not _named(text, stem, path):  # a longer word merely contains the name
                     continue
-                log.warning("the prompt word %r is left as text: embeddings/%s is an embedding for %s models, not "
-                            "%s (write embedding:%s to use it anyway)", stem, name, embedding.base.upper(),
-                            base.upper(), stem)
+                ctx.report(f"the prompt word {stem!r} is left as text: embeddings/{name} is an embedding for "
+                           f"{embedding.base.upper()} models, not {base.upper()}", level="warning")
                 continue
             found[stem] = embedding
     return found

@@ -1,4 +1,5 @@
-"""`nodegraph run`: run a workflow headless, once or once per sweep value, with progress on stderr."""
+"""`nodegraph run`: run a workflow headless, once or once per sweep value, with progress (and the nodes' messages) on
+stderr."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from typing import Any
 from nodegraph.cli import codes
 from nodegraph.cli.commands import check_workflow, load_registry, model_dirs, user_settings
 from nodegraph.cli.overrides import UsageError, apply_overrides, override_sets
-from nodegraph.cli.progress import ProgressPrinter
+from nodegraph.cli.progress import MessageLog, ProgressPrinter
 from nodegraph.core.migrations import upgrade_node_versions
 from nodegraph.core.workflow_io import load
 from nodegraph.engine.cancel import CancelToken
 from nodegraph.engine.context import RunSettings
-from nodegraph.engine.events import null_sink
+from nodegraph.engine.events import Event
 from nodegraph.engine.executor import Executor, RunResult
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -58,15 +59,25 @@ def run_command(args: argparse.Namespace) -> int:
         services={"models": ModelManager(ModelFolders(list(models_dirs)), device=device,
                                          precision=app_settings.precision)},
     )
-    executor = Executor(registry, sink=null_sink if args.quiet else ProgressPrinter(sys.stderr))
+    printer = None if args.quiet else ProgressPrinter(sys.stderr)
+    messages = MessageLog()
+
+    def sink(event: Event) -> None:
+        messages(event)
+        if printer is not None:
+            printer(event)
+
+    executor = Executor(registry, sink=sink)
     cancel = CancelToken()
     reports: list[dict[str, Any]] = []
     with _cancel_on_interrupt(cancel):
         for index, (overrides, candidate) in enumerate(zip(runs, workflows, strict=True)):
             if not args.quiet and len(runs) > 1:
                 print(f"run {index + 1}/{len(runs)}: {_describe(overrides) or 'no overrides'}", file=sys.stderr)
+            if printer is not None:
+                printer.workflow = candidate
             result = executor.run(candidate, settings=settings, cancel=cancel)
-            reports.append(_report(overrides, result))
+            reports.append(_report(overrides, result, messages.messages(result.run_id)))
             if result.status != "finished":
                 break
     note = settings.services["models"].device_note
@@ -84,7 +95,8 @@ def _describe(overrides: dict[tuple[str, str], Any]) -> str:
     return ", ".join(f"{node}.{name}={value}" for (node, name), value in overrides.items())
 
 
-def _report(overrides: dict[tuple[str, str], Any], result: RunResult) -> dict[str, Any]:
+def _report(overrides: dict[tuple[str, str], Any], result: RunResult,
+            messages: list[dict[str, str]]) -> dict[str, Any]:
     report: dict[str, Any] = {
         "overrides": {f"{node}.{name}": value for (node, name), value in overrides.items()},
         "outputs": {node_id: files for node_id, files in result.files.items() if files},
@@ -92,6 +104,7 @@ def _report(overrides: dict[tuple[str, str], Any], result: RunResult) -> dict[st
         "cached": result.cached,
         "seconds": {node_id: round(seconds, 4) for node_id, seconds in result.seconds.items()},
         "status": result.status,
+        "messages": messages,
     }
     if result.status == "failed":
         report["error"] = {"node": result.failed_node, "message": result.message}

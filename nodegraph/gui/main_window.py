@@ -430,7 +430,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.run_action.setEnabled(True)
         self.cancel_action.setEnabled(False)
         if result.status == "finished":
-            self._set_state("finished", f"Finished in {result.total_seconds:.2f} s")
+            warnings = self.feedback.warnings
+            note = f" · {warnings} warning{'s' if warnings > 1 else ''}, see Problems" if warnings else ""
+            self._set_state("finished", f"Finished in {result.total_seconds:.2f} s{note}")
             apply_seed_controls(self.adapter)  # each seed's fixed / increment / randomize-after-run
         elif result.status == "cancelled":
             self._set_state("cancelled", "Cancelled")

@@ -2,8 +2,10 @@
 
 * per-node state on the canvas: running (highlighted), cached, finished (with its time), failed (red, message in the
   tooltip); states reset when the next run starts;
-* a problems dock listing validation problems (checked before a run starts) and a failed node's message; clicking a
-  problem selects and centres on its node;
+* what nodes report (``NodeMessage``: info, or a warning in amber) as lines under the node it is about and in its
+  tooltip, and in the problems dock; they too go when the next run starts;
+* a problems dock listing validation problems (checked before a run starts), a failed node's message and the nodes'
+  messages; clicking an entry selects and centres on its node;
 * a progress bar in the status bar with ``step/total`` and an ETA;
 * the image panel dock: live previews from progress events, the last PNG a node wrote, and the session's history;
   its "Load workflow" restores an image's embedded workflow the way dropping the PNG on the window does.
@@ -19,9 +21,18 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from nodegraph.core.graph import Workflow
 from nodegraph.core.validate import Problem, validate
-from nodegraph.engine.events import NodeCached, NodeFailed, NodeFinished, NodeStarted, Progress, RunCancelled
+from nodegraph.engine.events import (
+    NodeCached,
+    NodeFailed,
+    NodeFinished,
+    NodeMessage,
+    NodeStarted,
+    Progress,
+    RunCancelled,
+)
 from nodegraph.gui.drops import handle_drop
 from nodegraph.gui.image_panel import ImagePanel
+from nodegraph.gui.node_messages import LEVEL_COLOURS, MessageLines, messages_html, one_line
 
 #: Node states and how they look: (fill colour, border colour, badge colour); None keeps the node's own colour.
 STATE_LOOK: dict[str, tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int], str]] = {
@@ -49,15 +60,20 @@ class NodeStates:
     """Shows each node's run state on its NodeGraphQt view without touching the model or the undo stack.
 
     The view's colours are set directly (the model keeps the user's colours, so saving and copying are unaffected)
-    and a small text badge above the node shows the state or the time; the tooltip holds the detail.
+    and a small text badge above the node shows the state or the time; the tooltip holds the detail. Messages the
+    run reported about a node show as lines under it (:class:`~nodegraph.gui.node_messages.MessageLines`) and in its
+    tooltip.
     """
 
     def __init__(self, adapter: Any):
         self.adapter = adapter
         self.states: dict[str, str] = {}
         self.tooltips: dict[str, str] = {}
+        self.messages: dict[str, list[tuple[str, str]]] = {}  # node id -> (level, text), in the order they came
+        self._details: dict[str, str] = {}  # node id -> the state's detail in the tooltip
         self._saved: dict[str, tuple[Any, Any, Any, str]] = {}  # node id -> (view, colour, border, tooltip)
         self._badges: dict[str, QtWidgets.QGraphicsSimpleTextItem] = {}
+        self._lines: dict[str, MessageLines] = {}
 
     def _view(self, node_id: str) -> Any:
         try:
@@ -72,8 +88,7 @@ class NodeStates:
         if view is None:
             return
         item = view.view
-        if node_id not in self._saved or self._saved[node_id][0] is not view:
-            self._saved[node_id] = (view, tuple(item.color), tuple(item.border_color), item.toolTip())
+        self._remember(node_id, view)
         fill, border, badge_colour = STATE_LOOK[state]
         item.color = fill if fill is not None else self._saved[node_id][1]
         item.border_color = border
@@ -84,11 +99,52 @@ class NodeStates:
         badge.setText(text or state)
         badge.setBrush(QtGui.QColor(badge_colour))
         badge.setPos(2, -badge.boundingRect().height() - 2)
-        tip = f"<b>{view.name()}</b> — {state}"
-        if tooltip:
-            tip += "<br/>" + tooltip.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "<br/>")
-        item.setToolTip(tip)
         self.states[node_id] = state
+        self._details[node_id] = tooltip
+        self._show_tooltip(node_id, view)
+
+    def add_message(self, node_id: str, level: str, text: str) -> bool:
+        """Show a message the run reported about `node_id` under the node and in its tooltip; False when the node
+        already shows the same message (two samplers applying one LoRA node report it twice)."""
+        messages = self.messages.setdefault(node_id, [])
+        if (level, text) in messages:
+            return False
+        messages.append((level, text))
+        view = self._view(node_id)
+        if view is None:  # not on the canvas (any more): the problems dock still lists it
+            return True
+        self._remember(node_id, view)
+        lines = self._lines.get(node_id)
+        if lines is None or lines.parentItem() is not view.view:
+            lines = MessageLines(view.view)
+            self._lines[node_id] = lines
+        lines.set_messages(messages)
+        self._show_tooltip(node_id, view)
+        return True
+
+    def message_lines(self, node_id: str) -> list[str]:
+        """The message lines shown under the node (empty when it has none)."""
+        lines = self._lines.get(node_id)
+        return lines.texts() if lines is not None else []
+
+    def node_name(self, node_id: str) -> str:
+        """The node's name as the canvas shows it (its title), '' when it is not on the canvas."""
+        view = self._view(node_id)
+        return view.name() if view is not None else ""
+
+    def _remember(self, node_id: str, view: Any) -> None:
+        """Keep the node's own look, once per run, so :meth:`reset` can restore it."""
+        item = view.view
+        if node_id not in self._saved or self._saved[node_id][0] is not view:
+            self._saved[node_id] = (view, tuple(item.color), tuple(item.border_color), item.toolTip())
+
+    def _show_tooltip(self, node_id: str, view: Any) -> None:
+        state, detail = self.states.get(node_id), self._details.get(node_id, "")
+        tip = f"<b>{view.name()}</b>" + (f" — {state}" if state else "")
+        if detail:
+            tip += "<br/>" + detail.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "<br/>")
+        tip += messages_html(self.messages.get(node_id, ()))
+        view.view.setToolTip(tip)
         self.tooltips[node_id] = tip
 
     def reset(self) -> None:
@@ -98,15 +154,18 @@ class NodeStates:
                 view.view.color = colour
                 view.view.border_color = border
                 view.view.setToolTip(tooltip)
-                badge = self._badges.get(node_id)
-                if badge is not None and badge.scene() is not None:
-                    badge.scene().removeItem(badge)
+                for child in (self._badges.get(node_id), self._lines.get(node_id)):
+                    if child is not None and child.scene() is not None:
+                        child.scene().removeItem(child)
             except RuntimeError:  # the view was deleted with its node
                 pass
         self._saved.clear()
         self._badges.clear()
+        self._lines.clear()
         self.states.clear()
         self.tooltips.clear()
+        self.messages.clear()
+        self._details.clear()
 
     def badge_text(self, node_id: str) -> str:
         """The text shown above the node ('' when it has no state)."""
@@ -129,6 +188,14 @@ class ProblemsPanel(QtWidgets.QListWidget):
         item.setToolTip(message)
         if node_id is not None:
             item.setForeground(QtGui.QColor("#ff6b6b"))
+        self.addItem(item)
+
+    def add_message(self, message: str, level: str, node_id: str | None = None) -> None:
+        """List a node's message (one line here, whole in the tooltip), coloured by its level."""
+        item = QtWidgets.QListWidgetItem(one_line(message))
+        item.setData(NODE_ROLE, node_id)
+        item.setToolTip(message)
+        item.setForeground(QtGui.QColor(LEVEL_COLOURS.get(level, LEVEL_COLOURS["info"])))
         self.addItem(item)
 
     def messages(self) -> list[str]:
@@ -215,6 +282,7 @@ class RunFeedback(QtCore.QObject):
         window.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, self.image_dock)
         self.progress = RunProgress()
         window.statusBar().addPermanentWidget(self.progress)
+        self.warnings = 0  # warnings the nodes reported in the current run
 
     def show_message(self, text: str) -> None:
         """Show a short message in the window's status bar (the run state label)."""
@@ -251,6 +319,7 @@ class RunFeedback(QtCore.QObject):
         self.nodes.reset()
         self.problems.clear()
         self.progress.reset_run()
+        self.warnings = 0
 
     # --- during a run -----------------------------------------------------------------------------------------------
     def on_event(self, event: Any) -> None:
@@ -273,8 +342,21 @@ class RunFeedback(QtCore.QObject):
             self.problems.add_problem(f"node {event.node_id!r} failed: {event.message}", event.node_id)
             self.problems_dock.show()
             self.problems_dock.raise_()
+        elif isinstance(event, NodeMessage):
+            self.show_node_message(event.node_id, event.level, event.text)
         elif isinstance(event, RunCancelled) and event.node_id:
             self.nodes.set(event.node_id, "cancelled", "cancelled")
+
+    def show_node_message(self, node_id: str, level: str, text: str) -> None:
+        """Show what the run reported about a node: on the node, and listed in the problems dock, which a warning
+        opens (a message the node already shows is not listed again)."""
+        if not self.nodes.add_message(node_id, level, text):
+            return
+        name = self.nodes.node_name(node_id)
+        self.problems.add_message(f"{level}: node {node_id!r}{f' ({name})' if name else ''}: {text}", level, node_id)
+        if level == "warning":
+            self.warnings += 1
+            self.problems_dock.show()
 
     def show_files(self, files: Any) -> None:
         """Put every PNG in `files` in the history and show the last one."""
