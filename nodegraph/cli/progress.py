@@ -47,6 +47,7 @@ class ProgressPrinter:
         self._last_decile = -1
         self._bar_open = False
         self._types: dict[str, str] = {}
+        self._said: set[tuple[str, str, str, str]] = set()
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, NodeStarted):
@@ -60,7 +61,7 @@ class ProgressPrinter:
             self._line(f"done    {event.node_id} in {event.seconds:.2f} s")
         elif isinstance(event, NodeFailed):
             self._line(f"failed  {event.node_id}: {event.message}")
-        elif isinstance(event, NodeMessage):
+        elif isinstance(event, NodeMessage) and _first_time(self._said, event):
             self._line(self.message_line(event))
         elif isinstance(event, Progress) and event.total > 0:
             self._bar(event)
@@ -96,16 +97,28 @@ class ProgressPrinter:
 
 
 class MessageLog:
-    """An event sink that keeps each run's node messages, in order, for ``--json``: ``{"node", "level", "text"}``."""
+    """An event sink that keeps each run's node messages, in order and each once, for ``--json``: ``{"node", "level",
+    "text"}``."""
 
     def __init__(self) -> None:
         self.by_run: dict[str, list[dict[str, str]]] = {}
+        self._said: set[tuple[str, str, str, str]] = set()
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, NodeMessage):
+        if isinstance(event, NodeMessage) and _first_time(self._said, event):
             self.by_run.setdefault(event.run_id, []).append(
                 {"node": event.node_id, "level": event.level, "text": event.text})
 
     def messages(self, run_id: str) -> list[dict[str, str]]:
         """The messages of run `run_id` (empty when it reported none)."""
         return list(self.by_run.get(run_id, ()))
+
+
+def _first_time(said: set[tuple[str, str, str, str]], event: NodeMessage) -> bool:
+    """Whether this run has not had this exact message about this node yet (both prompt encoders applying one LoRA
+    say the same thing: it is shown once)."""
+    key = (event.run_id, event.node_id, event.level, event.text)
+    if key in said:
+        return False
+    said.add(key)
+    return True

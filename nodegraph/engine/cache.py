@@ -12,12 +12,13 @@ from typing import Any
 
 @dataclass(frozen=True)
 class CachedOutputs:
-    """What a node produced: its output values by name and the files it wrote (so a cached output node still
-    reports them)."""
+    """What a node produced: its output values by name, the files it wrote and what it reported as
+    ``(node_id, level, text)`` (so a cached node still shows them)."""
 
     values: Mapping[str, Any]
     files: tuple[str, ...] = ()
     nbytes: int = field(default=0, compare=False)
+    messages: tuple[tuple[str, str, str], ...] = ()
 
 
 def estimate_nbytes(value: Any, _depth: int = 0) -> int:
@@ -63,7 +64,8 @@ class OutputCache:
                 self._entries.move_to_end(signature)
             return entry
 
-    def put(self, signature: str, values: Mapping[str, Any], files: tuple[str, ...] = ()) -> None:
+    def put(self, signature: str, values: Mapping[str, Any], files: tuple[str, ...] = (),
+            messages: tuple[tuple[str, str, str], ...] = ()) -> None:
         """Store a node's outputs, then evict the oldest entries until the limits hold again."""
         nbytes = self._sizeof(dict(values))
         if self.max_entries <= 0 or (self.max_bytes is not None and nbytes > self.max_bytes):
@@ -72,7 +74,7 @@ class OutputCache:
             old = self._entries.pop(signature, None)
             if old is not None:
                 self._bytes -= old.nbytes
-            self._entries[signature] = CachedOutputs(dict(values), tuple(files), nbytes)
+            self._entries[signature] = CachedOutputs(dict(values), tuple(files), nbytes, tuple(messages))
             self._bytes += nbytes
             while len(self._entries) > self.max_entries or (
                     self.max_bytes is not None and self._bytes > self.max_bytes):

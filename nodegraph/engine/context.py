@@ -49,6 +49,8 @@ class ExecutionContext:
         self._cancel = cancel
         self._emit = emit
         self.files: list[str] = []
+        #: what the node reported, as (node_id, level, text): kept with its cached outputs and shown again on a hit
+        self.messages: list[tuple[str, str, str]] = []
 
     @property
     def output_dir(self) -> Path | None:
@@ -93,6 +95,7 @@ class ExecutionContext:
         it and the app shows it on the node."""
         if level not in ("info", "warning"):
             raise ValueError(f"level must be 'info' or 'warning', not {level!r}")
+        self.messages.append((node_id or self.node_id, level, text))
         self._emit(NodeMessage(self.run_id, node_id or self.node_id, level, text))
 
     def add_file(self, path: str | Path) -> None:

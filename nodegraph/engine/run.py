@@ -26,6 +26,7 @@ from nodegraph.engine.events import (
     NodeCached,
     NodeFailed,
     NodeFinished,
+    NodeMessage,
     NodeStarted,
     RunCancelled,
     RunFailed,
@@ -109,6 +110,7 @@ class RunState:
             for node_id in self.order:  # everything that will not run is settled by the cache: say so up front
                 if node_id not in to_run:
                     self._report_cached(node_id)
+                    self._repeat_messages(node_id, hits)
             self._perform(hits, to_run, keep=set(targets))
         except _Stop:
             return
@@ -183,6 +185,13 @@ class RunState:
         self.result.files[node_id] = list(entry.files)
         self._report_cached(node_id)
 
+    def _repeat_messages(self, node_id: str, hits: Mapping[str, CachedOutputs]) -> None:
+        """What a node settled by the cache reported when it ran (it still holds: the same inputs gave the same
+        result), also for nodes behind a cache hit while the cache still has them."""
+        entry = hits.get(node_id) or (None if node_id in self.volatile else self.cache.get(self.signatures[node_id]))
+        for about, level, text in entry.messages if entry is not None else ():
+            self.emit(NodeMessage(self.result.run_id, about, level, text))
+
     def _report_cached(self, node_id: str) -> None:
         if node_id not in self.reported:
             self.reported.add(node_id)
@@ -219,7 +228,7 @@ class RunState:
         self.reported.add(node_id)
         self.emit(NodeFinished(self.result.run_id, node_id, step.node_def.type, seconds, tuple(ctx.files)))
         if node_id not in self.volatile:
-            self.cache.put(self.signatures[node_id], outputs, tuple(ctx.files))
+            self.cache.put(self.signatures[node_id], outputs, tuple(ctx.files), tuple(ctx.messages))
 
     def _cancelled(self, node_id: str | None) -> None:
         self.result.status = "cancelled"

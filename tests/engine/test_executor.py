@@ -9,6 +9,7 @@ from nodegraph.engine import (
     Executor,
     NodeCached,
     NodeFinished,
+    NodeMessage,
     RunFailed,
     RunFinished,
     RunSettings,
@@ -273,3 +274,34 @@ def test_cached_events_name_the_node_type(executor, events):
     executor.run(chain())
     assert [(e.node_id, e.node_type) for e in of_type(events, NodeCached)] == [
         ("n", "Number"), ("s", "Scale"), ("a", "Add"), ("c", "Collect")]
+
+
+def test_a_cached_node_reports_its_messages_again(registry, events):
+    """A node's messages are part of its result: a run that takes it from the cache shows them again (a sampler
+    taken from the cache still says how many LoRA layers it matched)."""
+    runs = []
+
+    @node(type="Teller", display_name="Teller", category="test", description="Pass a value on, saying something.",
+          inputs=[Input.link("value", PortType.INT)], outputs=[Output("VALUE", PortType.INT)])
+    def teller(ctx, value):
+        runs.append(value)
+        ctx.report(f"{value} is odd", level="warning", node_id="n")
+        ctx.report("fine")
+        return {"VALUE": value}
+
+    registry.register(teller)
+    wf = Workflow()
+    wf.add_node("Number", "n", inputs={"value": 3})
+    wf.add_node("Teller", "t")
+    wf.add_node("Collect", "c")
+    wf.connect("n", "VALUE", "t", "value")
+    wf.connect("t", "VALUE", "c", "value")
+    executor = Executor(registry, sink=events.append)
+    first = executor.run(wf)
+    said = [(e.node_id, e.level, e.text) for e in of_type(events, NodeMessage)]
+    events.clear()
+    second = executor.run(wf)
+    assert first.status == second.status == "finished" and runs == [3]
+    assert said == [("n", "warning", "3 is odd"), ("t", "info", "fine")]
+    assert [(e.run_id, e.node_id, e.level, e.text) for e in of_type(events, NodeMessage)] == [
+        (second.run_id, *message) for message in said]
