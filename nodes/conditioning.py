@@ -86,7 +86,8 @@ def clip_text_encode(ctx, clip, text):
     checkpoint = ctx.models.checkpoint(clip.checkpoint)
     embeddings = _embeddings_for(ctx, clip, text, checkpoint.family.base)
     with ctx.models.use(*checkpoint.text_encoders.values()), \
-            applied_loras(clip.loras, checkpoint.family, checkpoint.unet, checkpoint.text_encoders):
+            applied_loras(clip.loras, checkpoint.family, checkpoint.unet, checkpoint.text_encoders, parts=("text",),
+                          report=lambda node, level, text: ctx.report(text, level, node)):
         try:
             conditioning = encode_prompt(text, family=checkpoint.family, tokenizers=checkpoint.tokenizers,
                                          text_encoders=checkpoint.text_encoders, clip_skip=clip.clip_skip,

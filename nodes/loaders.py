@@ -32,8 +32,8 @@ def load_checkpoint(ctx, ckpt_name, prediction):
 
 
 @node(type="LoadLoRA", display_name="LoRA", category="loaders",
-      description="Apply a LoRA (kohya, LoCon or diffusers format) to the model and the text encoder; chain several "
-                  "to stack them.",
+      description="Apply a LoRA or LyCORIS file (kohya, LoCon, diffusers, LoHa, LoKr, DoRA, full, IA3) to the model "
+                  "and the text encoder; chain several to stack them. The run reports how many of its layers matched.",
       inputs=[Input.link("model", PortType.MODEL), Input.link("clip", PortType.CLIP),
               Input.string("lora_name", None, file_kind="loras"),
               Input.float("strength_model", 1.0, min=-10.0, max=10.0, step=0.05),
@@ -45,8 +45,8 @@ def load_lora(ctx, model, clip, lora_name, strength_model, strength_clip):
     from nodegraph.models.lora import LoraSpec
 
     path = _checked_lora(ctx, model, lora_name)
-    return {"MODEL": replace(model, loras=(*model.loras, LoraSpec(path, strength_model, 0.0))),
-            "CLIP": replace(clip, loras=(*clip.loras, LoraSpec(path, 0.0, strength_clip)))}
+    return {"MODEL": replace(model, loras=(*model.loras, LoraSpec(path, strength_model, 0.0, ctx.node_id))),
+            "CLIP": replace(clip, loras=(*clip.loras, LoraSpec(path, 0.0, strength_clip, ctx.node_id)))}
 
 
 def _checked_lora(ctx, model, lora_name):
@@ -70,7 +70,7 @@ def load_lora_model_only(ctx, model, lora_name, strength_model):
     from nodegraph.models.lora import LoraSpec
 
     path = _checked_lora(ctx, model, lora_name)
-    return {"MODEL": replace(model, loras=(*model.loras, LoraSpec(path, strength_model, 0.0)))}
+    return {"MODEL": replace(model, loras=(*model.loras, LoraSpec(path, strength_model, 0.0, ctx.node_id)))}
 
 
 @node(type="LoadEmbedding", display_name="Embedding", category="loaders",

@@ -128,11 +128,17 @@ def _run(ctx, model, positive, negative, latent_image, *, seed, steps, cfg, samp
     if latent_image.scale and latent_image.scale != scale:
         init_latents = init_latents * (scale / latent_image.scale)
 
+    # The ControlNets the conditionings carry, loaded (and checked against the model's line) before sampling.
+    from nodegraph.models.controlnet import controlnets_for
+
+    controlnets = controlnets_for(ctx.models, family, positive, negative)
+
     def progress(step, total, latents):
         ctx.progress(step, total, preview=latent_preview(latents, family.base) if ctx.previews else None)
 
-    with ctx.models.use(checkpoint.unet) as device, \
-            applied_loras(model.loras, family, checkpoint.unet, checkpoint.text_encoders), \
+    with ctx.models.use(checkpoint.unet, *controlnets.values()) as device, \
+            applied_loras(model.loras, family, checkpoint.unet, checkpoint.text_encoders, parts=("unet",),
+                          report=lambda node, level, text: ctx.report(text, level, node)), \
             applied_hypernetworks(checkpoint.unet, hypernetworks):
         latents = sample(
             unet=checkpoint.unet, scheduler=build_scheduler(checkpoint.scheduler_config, sampler_name, schedule),
@@ -141,7 +147,8 @@ def _run(ctx, model, positive, negative, latent_image, *, seed, steps, cfg, samp
             init_latents=None if from_noise else init_latents.to(device),
             denoise=denoise, noise_mask=None if noise_mask is None else noise_mask.to(device),
             masked_image_latents=None if masked_image is None else masked_image.to(device), progress=progress,
-            start_step=start_step, end_step=end_step, add_noise=add_noise, leftover_noise=leftover_noise)
+            start_step=start_step, end_step=end_step, add_noise=add_noise, leftover_noise=leftover_noise,
+            controlnets=controlnets)
     partial = start_step > 0 or end_step is not None
     info = GenerationInfo(
         prompt=positive.text, negative_prompt=negative.text, steps=steps, sampler=sampler_name, schedule=schedule,

@@ -33,6 +33,8 @@ PACKAGING = ROOT / "packaging"
 WORK = ROOT / "build" / "packaging"
 DIST = ROOT / "dist"
 
+#: The spandrel release the installers ship (the README's test command installs the same).
+SPANDREL = "spandrel==0.4.2"
 #: The torch release the installers ship (the one the test suite runs on).
 TORCH_VERSION = "2.13.0"
 #: Where each variant's wheels come from: PyTorch's own index per variant ("cpu", "cu128", "rocm6.4", …).
@@ -106,6 +108,9 @@ def make_environment(variant: str, index: str | None, reuse: bool) -> tuple[Path
                 log(f"{index} cannot be reached: taking {torch_requirement(variant)} from pip's configured sources")
         run(torch)
         run([*pip, "-r", str(PACKAGING / "requirements-build.txt")])
+        # spandrel (upscale models) without its torchvision requirement, which would replace the CPU torch with a
+        # CUDA one (see pyproject.toml); nodegraph runs it without torchvision.
+        run([*pip, "--no-deps", SPANDREL])
         run([*pip, str(ROOT)])
     return python, check_torch(python, variant)
 

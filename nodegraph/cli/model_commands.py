@@ -27,12 +27,16 @@ def models_command(args: argparse.Namespace) -> int:
         for name in folders.list(kind):
             path = folders.resolve(kind, name)
             item: dict[str, Any] = {"name": name, "path": str(path)}
+            if found_in := folders.found_in(kind, name):  # e.g. an embedding in a LoRA folder
+                item["found_in"] = found_in
             if is_large_pickle(path):
                 item.update(kind=None, family="unknown", note="large pickle: run `nodegraph inspect` to identify it")
             else:
                 try:
                     info = identify(path).to_json()
                     item.update({key: info[key] for key in ("kind", "variant", "family", "prediction", "bytes")})
+                    if info["kind"] == "upscale_model":
+                        item["notes"] = info["notes"]
                     if info["unsupported"]:
                         item["unsupported"] = info["unsupported"]
                 except ModelError as error:
@@ -47,9 +51,11 @@ def models_command(args: argparse.Namespace) -> int:
         where = ", ".join(section["folders"]) or "no folder yet"
         print(f"{kind} ({where}):")
         for item in section["models"]:
-            detail = item.get("error") or item.get("unsupported") or " ".join(
-                str(part) for part in (item.get("family"), item.get("variant") or "") if part)
-            print(f"  {item['name']}  [{detail}]")
+            # upscale models fit every family: their architecture and scale say more than "unknown"
+            parts = ((item.get("variant"), *item.get("notes", ())[:1]) if item.get("kind") == "upscale_model"
+                     else (item.get("family"), item.get("variant") or ""))
+            detail = item.get("error") or item.get("unsupported") or " ".join(str(part) for part in parts if part)
+            print(f"  {item['name']}  [{detail}]" + (f"  ({item['found_in']})" if "found_in" in item else ""))
         if not section["models"]:
             print("  (none)")
     return codes.OK

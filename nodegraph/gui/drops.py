@@ -22,6 +22,8 @@ MODEL_LOADERS = {
     "vae": ("LoadVAE", "vae_name", "vae"),
     "embedding": ("LoadEmbedding", "embedding_name", "embeddings"),
     "hypernetwork": ("LoadHypernetwork", "hypernetwork_name", "hypernetworks"),
+    "upscale_model": ("LoadUpscaleModel", "model_name", "upscale_models"),
+    "controlnet": ("LoadControlNet", "control_net_name", "controlnet"),
 }
 
 #: Dropped files with these suffixes replace the canvas (a workflow, or work imported from another tool).

@@ -391,6 +391,9 @@ _DISPLAY_NAMES = {
     "VAEEncodeForInpaint": "VAE Encode (for Inpainting)", "SetLatentNoiseMask": "Set Latent Noise Mask",
     "VAELoader": "Load VAE", "LoraLoader": "Load LoRA", "LatentUpscale": "Upscale Latent",
     "LatentUpscaleBy": "Upscale Latent By", "LoadImage": "Load Image", "SaveImage": "Save Image",
-    "PreviewImage": "Preview Image",
+    "PreviewImage": "Preview Image", "UpscaleModelLoader": "Load Upscale Model",
+    "ImageUpscaleWithModel": "Upscale Image (using Model)", "ImageScale": "Upscale Image",
+    "ImageScaleBy": "Upscale Image By", "ControlNetLoader": "Load ControlNet Model",
+    "ControlNetApplyAdvanced": "Apply ControlNet", "ControlNetApply": "Apply ControlNet (OLD)",
 }
 

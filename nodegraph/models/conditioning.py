@@ -1,6 +1,6 @@
-"""What flows along a CONDITIONING edge: encoded prompt embeddings, plus the pooled embedding SDXL needs, and for a
+"""What flows along a CONDITIONING edge: encoded prompt embeddings, plus the pooled embedding SDXL needs, for a
 prompt that uses AUTOMATIC1111's prompt editing (``[from:to:when]``, ``[a|b]``) the encoding of each plain prompt it
-turns into, chosen per sampler step with :meth:`Conditioning.at_step`."""
+turns into, chosen per sampler step with :meth:`Conditioning.at_step`, and the ControlNets applied to it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,35 @@ if TYPE_CHECKING:
 
 #: The step count whose first step a scheduled conditioning's own ``embeds`` show (the UNet Sampler's default).
 NOMINAL_STEPS = 20
+
+
+@dataclass(frozen=True, eq=False)
+class Control:
+    """One ControlNet applied to a conditioning (ComfyUI's Apply ControlNet): the sampler runs it on each step whose
+    progress lies in [start_percent, end_percent] and adds its residuals, times `strength`, to the UNet's.
+
+    Compared by identity: Apply ControlNet puts the same entry on the positive and the negative conditioning, which
+    is how the sampler knows it may run it once on the batch of both, as diffusers' ControlNet pipelines do.
+
+    Args:
+        controlnet: the CONTROL_NET handle (:class:`nodegraph.models.controlnet.ControlNetHandle`).
+        image: the control image: float pixels in [0, 1] shaped [1 or B, H, W, 3] on the CPU (resized to the
+            image size by the sampler).
+        strength: diffusers' ``controlnet_conditioning_scale``.
+        start_percent, end_percent: the part of the run it acts in, as fractions of the steps (diffusers'
+            ``control_guidance_start`` / ``control_guidance_end``).
+    """
+
+    controlnet: Any
+    image: Any
+    strength: float = 1.0
+    start_percent: float = 0.0
+    end_percent: float = 1.0
+
+    def active(self, position: int, total: int) -> bool:
+        """Whether the step `position` (0-based) of `total` lies within [start_percent, end_percent], by diffusers'
+        rule: ``start <= position / total`` and ``(position + 1) / total <= end``."""
+        return not (position / total < self.start_percent or (position + 1) / total > self.end_percent)
 
 
 @dataclass(frozen=True)
@@ -28,6 +57,8 @@ class Conditioning:
         clip_skip: the CLIP skip it was encoded with (for image metadata).
         schedule: the parsed prompt editing; None for a prompt without any (then :meth:`at_step` returns self).
         variants: each plain prompt the schedule may give → its encoding (a plain Conditioning with this `text`).
+        controls: the ControlNets applied to it, in the order applied (their residuals add up). A sampler reads them
+            here, on the conditioning it is given: the step variants of :meth:`at_step` do not carry them.
     """
 
     embeds: Any
@@ -36,6 +67,7 @@ class Conditioning:
     clip_skip: int = 1
     schedule: PromptSchedule | None = field(default=None, repr=False, compare=False)
     variants: Mapping[str, Conditioning] = field(default_factory=dict, repr=False, compare=False)
+    controls: tuple[Control, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def is_scheduled(self) -> bool:

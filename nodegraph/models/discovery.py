@@ -3,10 +3,15 @@ users already have, plus ComfyUI's ``extra_model_paths.yaml``.
 
 A model is named by its path relative to its kind's folder (``sdxl/juggernaut.safetensors``), so workflows stay
 portable between machines; an absolute path works too.
+
+Content decides the kind where folders are often mixed up: an embedding saved into a LoRA folder (a common mistake;
+EasyNegative is often shipped that way) is listed and resolved as an embedding, not as a LoRA. Only small
+``.safetensors`` files are looked into (their header alone, no torch), each once per size and modification time.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,10 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
     "upscale_models": ("upscale_models", "ESRGAN", "RealESRGAN", "SwinIR"),
     "controlnet": ("controlnet", "ControlNet"),
 }
+#: Files of these folder kinds whose content is another kind are listed under that kind instead.
+MISFILED: dict[str, str] = {"loras": "embeddings"}
+#: Only files up to this size are looked into (embeddings are kilobytes; LoRAs are megabytes).
+MISFILED_MAX_BYTES = 4 * 1024 * 1024
 #: ComfyUI's extra_model_paths.yaml keys that map onto our kinds.
 _YAML_KEYS = {"checkpoints": "checkpoints", "loras": "loras", "vae": "vae", "embeddings": "embeddings",
               "hypernetworks": "hypernetworks", "upscale_models": "upscale_models", "controlnet": "controlnet"}
@@ -72,12 +81,19 @@ class ModelFolders:
         return result
 
     def list(self, kind: str) -> list[str]:
-        """Every model name of `kind`: paths relative to their folder, with ``/`` separators, sorted."""
+        """Every model name of `kind`: paths relative to their folder, with ``/`` separators, sorted. Embeddings
+        found in LoRA folders are listed as embeddings and not as LoRAs (see :func:`found_in`)."""
         names: dict[str, None] = {}
         for folder in self.folders(kind):
             for path in sorted(folder.rglob("*")):
-                if _is_model(path, kind):
+                if _is_model(path, kind) and not (kind in MISFILED and _content_kind(path) == MISFILED[kind]):
                     names[path.relative_to(folder).as_posix()] = None
+        for other, content in MISFILED.items():
+            if content == kind:
+                for folder in self.folders(other):
+                    for path in sorted(folder.rglob("*")):
+                        if _is_model(path, other) and _content_kind(path) == kind:
+                            names.setdefault(path.relative_to(folder).as_posix(), None)
         return sorted(names, key=str.lower)
 
     def resolve(self, kind: str, name: str) -> Path:
@@ -91,13 +107,34 @@ class ModelFolders:
             path = folder / name
             if path.exists() and _is_model(path, kind):
                 return path
+        for other, content in MISFILED.items():
+            if content == kind:
+                for folder in self.folders(other):
+                    path = folder / name
+                    if path.is_file() and _is_model(path, other) and _content_kind(path) == kind:
+                        return path
         searched = ", ".join(str(folder) for folder in self.folders(kind)) or "no folders exist yet"
         raise ModelNotFoundError(Path(name), f"not found in the {kind} folders ({searched})")
 
+    def found_in(self, kind: str, name: str) -> str | None:
+        """Where a model of `kind` was found when that is another kind's folder (an embedding in a LoRA folder):
+        e.g. ``"found in the loras folder /…/models/Lora"``; None when it sits where it belongs."""
+        try:
+            path = self.resolve(kind, name)
+        except ModelNotFoundError:
+            return None
+        for other, content in MISFILED.items():
+            if content == kind:
+                for folder in self.folders(other):
+                    if path.parent == folder or folder in path.parents:
+                        return f"found in the {other} folder {folder}"
+        return None
+
 
 def _is_model(path: Path, kind: str) -> bool:
-    if path.is_dir():
-        return kind == "checkpoints" and (path / "model_index.json").is_file()
+    if path.is_dir():  # diffusers folders: a whole pipeline, or one ControlNet model
+        return ((kind == "checkpoints" and (path / "model_index.json").is_file())
+                or (kind == "controlnet" and (path / "config.json").is_file()))
     if path.name.startswith("."):
         return False
     suffix = path.suffix.lower()
@@ -105,6 +142,38 @@ def _is_model(path: Path, kind: str) -> bool:
         # AUTOMATIC1111 embeddings saved as images; other PNGs (previews such as name.preview.png) are not models.
         return not path.name.lower().endswith(".preview.png") and png_embedding_text(path) is not None
     return suffix in MODEL_SUFFIXES
+
+
+_KIND_OF_CONTENT = {"embedding": "embeddings", "lora": "loras"}
+_content_cache: dict[tuple[str, int, int], str | None] = {}
+_content_lock = threading.Lock()
+
+
+def _content_kind(path: Path) -> str | None:
+    """The folder kind a small ``.safetensors`` file's content says it is (``"embeddings"``, ``"loras"``), from its
+    header alone; None for other files, big files and files that cannot be read. Cached by path, size and mtime."""
+    from nodegraph.models.errors import ModelError
+    from nodegraph.models.identify import identify
+
+    if path.suffix.lower() != ".safetensors":
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    if stat.st_size > MISFILED_MAX_BYTES:
+        return None
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    with _content_lock:
+        if key in _content_cache:
+            return _content_cache[key]
+    try:
+        kind = _KIND_OF_CONTENT.get(identify(path).kind)
+    except (ModelError, OSError, ValueError):
+        kind = None
+    with _content_lock:
+        _content_cache[key] = kind
+    return kind
 
 
 def read_extra_model_paths(path: Path) -> dict[str, list[Path]]:

@@ -24,8 +24,9 @@ from nodegraph.models.safe_load import (
     read_safetensors_header,
     unwrap_state_dict,
 )
+from nodegraph.models.upscale import detect_upscale_architecture, unwrap_upscale_state_dict
 
-KINDS = ("checkpoint", "lora", "embedding", "vae", "hypernetwork", "diffusers")
+KINDS = ("checkpoint", "lora", "embedding", "vae", "hypernetwork", "diffusers", "controlnet", "upscale_model")
 _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
                        "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
                        "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2"}
@@ -65,6 +66,8 @@ def identify(path: str | Path, prediction_override: str | None = None) -> ModelI
     """Identify the model at `path` (a file, or a diffusers folder). Raises a ModelError for unreadable files."""
     path = Path(path)
     if path.is_dir():
+        if _is_controlnet_folder(path):
+            return _identify_controlnet_folder(path)
         return _identify_diffusers_folder(path)
     suffix = path.suffix.lower()
     if suffix in EMBEDDING_IMAGE_SUFFIXES:
@@ -80,7 +83,8 @@ def identify(path: str | Path, prediction_override: str | None = None) -> ModelI
     special = _identify_pickled_addon(path, data)
     if special is not None:
         return special
-    tensors = {name: value for name, value in unwrap_state_dict(data).items() if hasattr(value, "shape")}
+    tensors = {name: value for name, value in unwrap_state_dict(unwrap_upscale_state_dict(data)).items()
+               if hasattr(value, "shape")}
     shapes = {name: tuple(value.shape) for name, value in tensors.items()}
     dtypes = {str(value.dtype).removeprefix("torch.") for value in tensors.values()}
     return _classify(path, shapes, dtypes, {}, path.stat().st_size, data, prediction_override)
@@ -93,6 +97,9 @@ def _classify(path: Path, shapes: Mapping[str, tuple[int, ...]], dtypes: set[str
     unsupported = _unsupported_architecture(names)
     if unsupported:
         return ModelInfo(kind="checkpoint", unsupported=unsupported, **common)
+    controlnet = controlnet_format(names)
+    if controlnet is not None:  # before the checkpoint rule: lllyasviel's first files hold a whole SD model too
+        return _identify_controlnet(names, shapes, controlnet, common)
     if any(name.startswith(_UNET) for name in names):
         family, notes = checkpoint_family(shapes)
         prediction, source = decide_prediction(path, family, metadata, prediction_override)
@@ -106,13 +113,17 @@ def _classify(path: Path, shapes: Mapping[str, tuple[int, ...]], dtypes: set[str
     lora_variant = _lora_variant(names, shapes)
     if lora_variant is not None:
         return ModelInfo(kind="lora", family=_lora_base(shapes), variant=lora_variant, format=lora_format(names),
-                         **common)
+                         unsupported=_unsupported_lora(names), **common)
     if _is_vae(names):
         return ModelInfo(kind="vae", variant="diffusers" if any(".down_blocks." in n for n in names) else None,
                          notes=("a VAE fits every SD 1.x/2.x model; SDXL has its own",), **common)
     embedding_base = _embedding_base(shapes)
     if embedding_base is not None:
         return ModelInfo(kind="embedding", family=embedding_base, format=_embedding_format(path, shapes), **common)
+    upscaler = detect_upscale_architecture(shapes)
+    if upscaler is not None:  # ESRGAN, SwinIR, … (through spandrel): upscalers fit every model, hence no family
+        return ModelInfo(kind="upscale_model", variant=upscaler.name, unsupported=upscaler.unsupported,
+                         notes=upscaler.notes, **common)
     raise CorruptModelError(path, "not a recognised Stable Diffusion file (no checkpoint, LoRA, VAE or embedding "
                                   "tensors)")
 
@@ -196,7 +207,9 @@ _DOWN_SUFFIXES = (".lora_down.weight", ".lora_A.weight", ".lora.down.weight", "_
 
 def lora_format(names: list[str]) -> str:
     """The file format of a LoRA-type add-on from its tensor names (see docs/addon-formats.md)."""
-    if any(".hada_w1_a" in n or ".lokr_w1" in n for n in names):
+    from nodegraph.models.lycoris_keys import is_merge_format, unsupported_algorithm
+
+    if is_merge_format(names) or unsupported_algorithm(names):
         return "lycoris"
     if any(_CLONEOFSIMO.match(n) for n in names):
         return "cloneofsimo"
@@ -209,19 +222,56 @@ def lora_format(names: list[str]) -> str:
     return "diffusers"
 
 
+#: LyCORIS algorithms by a tensor-name suffix that only they use (checked in this order)
+_LYCORIS_VARIANTS = ((".hada_w1_a", "loha"), (".lokr_w", "lokr"), (".diff", "full"), (".on_input", "ia3"),
+                     (".w_norm", "norm"))
+
+
 def _lora_variant(names: list[str], shapes: Mapping[str, tuple[int, ...]]) -> str | None:
-    if any(".hada_w1_a" in n for n in names):
-        return "loha"
-    if any(".lokr_w1" in n for n in names):
-        return "lokr"
+    from nodegraph.models.lycoris_keys import unsupported_algorithm
+
+    dora = "+dora" if any(n.endswith(".dora_scale") for n in names) else ""
+    for marker, variant in _LYCORIS_VARIANTS:
+        if any(marker in n and n.split(".", 1)[1].startswith(marker[1:]) for n in names if "." in n):
+            return variant + dora
+    if unsupported_algorithm(names):
+        return unsupported_algorithm(names).lower()
     if any(_CLONEOFSIMO.match(n) for n in names):
         return "lora"
     downs = [n for n in names if n.endswith(_DOWN_SUFFIXES)]
     if not downs:
         return None
     if any(len(shapes[n]) == 4 and shapes[n][2:] != (1, 1) for n in downs):
-        return "locon"
-    return "lora"
+        return "locon" + dora
+    return "lora" + dora
+
+
+def _unsupported_lora(names: list[str]) -> str | None:
+    from nodegraph.models.lycoris_keys import unsupported_algorithm
+
+    algorithm = unsupported_algorithm(names)
+    if algorithm:
+        return (f"is a LyCORIS {algorithm} file: recognised, but {algorithm} cannot be applied yet (LoRA, LoCon, "
+                "LoHa, LoKr, DoRA, full, IA3 and norm files can)")
+    if any(_CLONEOFSIMO.match(n) for n in names):
+        return ("is a cloneofsimo/lora (lora_diffusion) file, whose layers are numbered by injection order instead "
+                "of named; it is recognised but cannot be applied yet")
+    return None
+
+
+def _linear_in_features(shapes: Mapping[str, tuple[int, ...]], module: str) -> int | None:
+    """The input width of the linear layer a LoRA/LyCORIS `module` patches, from its tensors' shapes alone."""
+    def shape(suffix: str) -> tuple[int, ...] | None:
+        return shapes.get(f"{module}.{suffix}")
+
+    for suffix, axis in (("lora_down.weight", 1), ("hada_w1_b", 1), ("diff", 1)):
+        if (found := shape(suffix)) is not None and len(found) == 2:
+            return found[axis]
+    first = shape("lokr_w1") or shape("lokr_w1_b")
+    second = shape("lokr_w2") or shape("lokr_w2_b")
+    if first is not None and second is not None and len(first) == 2 and len(second) == 2:
+        return first[1] * second[1]
+    return None
 
 
 def _lora_base(shapes: Mapping[str, tuple[int, ...]]) -> str:
@@ -229,17 +279,23 @@ def _lora_base(shapes: Mapping[str, tuple[int, ...]]) -> str:
     if any(n.startswith(("lora_te1_", "lora_te2_", "text_encoder_2.")) for n in names):
         return "sdxl"
     for name, shape in shapes.items():
-        if len(shape) == 2 and re.search(r"attn2[._](processor\.)?to_k(\.lora_down|\.lora_A|_lora\.down|\.lora\.down|"
-                                         r"\.hada_w1_b)", name):
+        if len(shape) == 2 and re.search(r"attn2[._](processor\.)?to_k(\.lora_A|_lora\.down|\.lora\.down)", name):
             return _WIDTH_TO_BASE.get(shape[1], "unknown")
+    modules = {name.split(".", 1)[0] for name in names if "." in name}
+    for module in sorted(modules):  # kohya and LyCORIS names: the cross-attention key projection's input width
+        if re.search(r"attn2_to_k$", module) and (width := _linear_in_features(shapes, module)) is not None:
+            return _WIDTH_TO_BASE.get(width, "unknown")
     for name, shape in shapes.items():  # cloneofsimo: the text encoder's layers, or its learned tokens (<s1>)
         numbered = re.match(r"text_encoder:\d+:down$", name) and len(shape) == 2
         if numbered or (name.startswith("<") and len(shape) == 1):
             return _WIDTH_TO_BASE.get(shape[-1], "unknown")
     for name, shape in shapes.items():
-        if len(shape) == 2 and re.search(r"(lora_te_|text_encoder\.).*q_proj", name) and "lora_up" not in name \
+        if len(shape) == 2 and re.search(r"text_encoder\..*q_proj", name) and "lora_up" not in name \
                 and "lora_B" not in name:
             return _WIDTH_TO_BASE.get(shape[1], "unknown")
+    for module in sorted(modules):  # the text encoder's query projection: 768 wide in SD 1.x, 1024 in SD 2.x
+        if re.match(r"lora_te_.*q_proj$", module) and (width := _linear_in_features(shapes, module)) is not None:
+            return _WIDTH_TO_BASE.get(width, "unknown")
     if any(n.startswith(("lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block"))
            for n in names):
         return "sdxl"
@@ -248,7 +304,9 @@ def _lora_base(shapes: Mapping[str, tuple[int, ...]]) -> str:
 
 def _is_vae(names: list[str]) -> bool:
     stripped = {n.removeprefix("first_stage_model.") for n in names}
-    return "encoder.conv_in.weight" in stripped and "decoder.conv_out.weight" in stripped
+    # a codebook means a VQ autoencoder (the RestoreFormer face restorer), never an SD VAE, which is a KL one
+    return "encoder.conv_in.weight" in stripped and "decoder.conv_out.weight" in stripped \
+        and "quantize.embedding.weight" not in stripped
 
 
 def _embedding_base(shapes: Mapping[str, tuple[int, ...]]) -> str | None:
@@ -322,3 +380,62 @@ def _identify_diffusers_folder(path: Path) -> ModelInfo:
     weights = [p for p in path.rglob("*") if p.suffix in MODEL_SUFFIXES]
     return ModelInfo(path, "diffusers", family, "inpaint" if family.endswith("inpaint") else None, prediction,
                      "scheduler config", len(weights), (), sum(p.stat().st_size for p in weights))
+
+
+# --- ControlNet ---------------------------------------------------------------------------------------------------
+#: The prefix of the ControlNet in lllyasviel's original files (``control_model.input_hint_block.0.weight`` …).
+CONTROLNET_LDM_PREFIX = "control_model."
+
+
+def controlnet_format(names: list[str]) -> str | None:
+    """``ldm`` (lllyasviel's layout, ``control_model.`` prefix or bare), ``diffusers`` (a ControlNetModel state dict
+    in one file), or None when the tensors are no ControlNet."""
+    if "controlnet_cond_embedding.conv_in.weight" in names and any(n.startswith("controlnet_down_blocks.")
+                                                                   for n in names):
+        return "diffusers"
+    stripped = {n.removeprefix(CONTROLNET_LDM_PREFIX) for n in names}
+    if "input_hint_block.0.weight" in stripped and any(n.startswith("zero_convs.") for n in stripped):
+        return "ldm"
+    if "lora_controlnet" in names:  # Stability's Control-LoRA: ControlNet tensors as low-rank differences
+        return "control-lora"
+    return None
+
+
+def _identify_controlnet(names: list[str], shapes: Mapping[str, tuple[int, ...]], fmt: str,
+                         common: dict[str, Any]) -> ModelInfo:
+    """A ControlNet's family from its cross-attention width (SD 1.x 768, SD 2.x 1024, SDXL 2048)."""
+    width = next((shape[1] for name, shape in shapes.items() if name.endswith("attn2.to_k.weight") and len(shape) == 2),
+                 None)
+    family = _WIDTH_TO_BASE.get(width, "unknown") if width else "unknown"
+    if family == "unknown" and any(n.endswith(("add_embedding.linear_1.weight", "label_emb.0.0.weight"))
+                                   for n in names):
+        family = "sdxl"
+    notes: tuple[str, ...] = ()
+    if any(n.startswith(_UNET) for n in names):
+        notes = ("the file holds a whole Stable Diffusion model besides the ControlNet: only control_model.* is used",)
+    unsupported = None
+    if fmt == "control-lora":
+        unsupported = "a Control-LoRA (Stability AI): not supported yet (full ControlNets are)"
+    elif any(n.startswith(("task_embedding", "control_add_embedding.", "spatial_ch_projs.")) for n in names):
+        unsupported = "a ControlNet Union (xinsir) model: not supported yet (single-type ControlNets are)"
+    return ModelInfo(kind="controlnet", family=family, format=fmt,
+                     unsupported=unsupported, notes=notes, **common)
+
+
+def _is_controlnet_folder(path: Path) -> bool:
+    config = path / "config.json"
+    if (path / "model_index.json").is_file() or not config.is_file():
+        return False
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("_class_name") == "ControlNetModel"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _identify_controlnet_folder(path: Path) -> ModelInfo:
+    """A diffusers ControlNet folder (``config.json`` naming ControlNetModel, plus its weights)."""
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    family = _WIDTH_TO_BASE.get(config.get("cross_attention_dim"), "unknown")
+    weights = [p for p in path.iterdir() if p.suffix in MODEL_SUFFIXES]
+    return ModelInfo(path, "controlnet", family, tensors=len(weights), bytes=sum(p.stat().st_size for p in weights),
+                     format="diffusers", notes=("a diffusers ControlNet folder",))

@@ -110,6 +110,23 @@ class ModelManager:
         """A hypernetwork file's modules, read once."""
         return self.cache.get(("hypernetwork", *file_key(path)), lambda: read_hypernetwork(path))
 
+    def controlnet(self, path: Path) -> Any:
+        """A ControlNet (single file or diffusers folder) as diffusers' ControlNetModel, in the device's dtype (as the
+        UNet), loaded once and kept on the CPU until used."""
+        from nodegraph.models.controlnet import load_controlnet
+
+        return self.cache.get(("controlnet", *file_key(path), str(self.dtype)),
+                              lambda: load_controlnet(path, dtype=self.dtype))
+
+    def upscale_model(self, path: Path) -> Any:
+        """An upscale model file (ESRGAN, SwinIR, … through spandrel) as an
+        :class:`~nodegraph.models.upscale.UpscaleModel`, loaded once, kept on the CPU until used, in the device's
+        dtype where its architecture supports it (else float32)."""
+        from nodegraph.models.upscale import load_upscale_model
+
+        return self.cache.get(("upscale_model", *file_key(path), str(self.dtype)),
+                              lambda: load_upscale_model(path, dtype=self.dtype))
+
     @contextmanager
     def use(self, *modules: Any) -> Iterator[Any]:
         """Move `modules` to the device for the block (offloading idle ones if needed); yields the device."""

@@ -1,5 +1,7 @@
-"""Pre-flight checks across nodes: an add-on (LoRA, embedding, hypernetwork) made for another model line than the
-checkpoint it is wired to is reported before anything runs, naming the node and port."""
+"""Pre-flight checks across nodes, before any checkpoint loads: an add-on file (LoRA/LyCORIS, embedding,
+hypernetwork, upscale model, ControlNet) that cannot be applied — unreadable or of no known format, of another kind
+than its node loads, of a recognised but unsupported format, or made for another model line than the checkpoint it is
+wired to — is reported naming the node and port. Only file headers are read (large pickles are left to the run)."""
 
 from __future__ import annotations
 
@@ -18,26 +20,53 @@ from nodegraph.models.safe_load import is_large_pickle
 #: add-on node type → (its file input, folder kind, the input leading back to the checkpoint, what it is)
 ADDON_NODES = {
     "LoadLoRA": ("lora_name", "loras", "model", "LoRA"),
+    "LoadLoRAModelOnly": ("lora_name", "loras", "model", "LoRA"),
     "LoadEmbedding": ("embedding_name", "embeddings", "clip", "embedding"),
     "LoadHypernetwork": ("hypernetwork_name", "hypernetworks", "model", "hypernetwork"),
+}
+_IDENTIFIED_AS = {"loras": "lora", "embeddings": "embedding", "hypernetworks": "hypernetwork"}
+#: loader node type → (its file input, folder kind, the kind identify() must find, what it is); the ones not in
+#: ADDON_NODES are checked for kind and support only
+FILE_NODES = {
+    **{node_type: (file_input, kind, _IDENTIFIED_AS[kind], what)
+       for node_type, (file_input, kind, _, what) in ADDON_NODES.items()},
+    "LoadUpscaleModel": ("model_name", "upscale_models", "upscale_model", "upscale model"),
+    "LoadControlNet": ("control_net_name", "controlnet", "controlnet", "ControlNet"),
 }
 
 
 def family_problems(workflow: Workflow, registry: NodeRegistry, folders: ModelFolders) -> list[Problem]:
-    """Add-ons whose model line differs from the checkpoint upstream of them."""
+    """Add-on files that cannot be applied (unreadable, wrong kind, unsupported format) and add-ons whose model line
+    differs from the checkpoint upstream of them."""
     problems = []
-    infos: dict[Path, ModelInfo | None] = {}
+    infos: dict[Path, ModelInfo | ModelError | None] = {}
     for node in workflow:
-        if node.type not in ADDON_NODES or node.mode != "normal":
+        if node.type not in FILE_NODES or node.mode != "normal":
             continue
-        file_input, kind, upstream_input, what = ADDON_NODES[node.type]
-        checkpoint = _upstream_checkpoint(workflow, registry, node.id, upstream_input)
+        file_input, folder_kind, expected_kind, what = FILE_NODES[node.type]
         name = node.inputs.get(file_input)
-        if checkpoint is None or not name:
+        if not isinstance(name, str) or not name:
             continue
-        addon = _info(infos, folders, kind, name)
-        model = _info(infos, folders, "checkpoints", checkpoint)
-        if addon is None or model is None or model.family not in FAMILIES or addon.family == "unknown":
+        addon = _info(infos, folders, folder_kind, name)
+        if isinstance(addon, ModelError):
+            problems.append(Problem("invalid_value", str(addon), node.id, file_input))
+            continue
+        if addon is None:
+            continue
+        if addon.kind != expected_kind:
+            article = "an" if addon.kind[0] in "aeiou" else "a"
+            problems.append(Problem("invalid_value", f"{name} is {article} {addon.kind.replace('_', ' ')}, not "
+                                                     f"{'an' if what[0] in 'aeiouAEIOU' else 'a'} {what}",
+                                    node.id, file_input))
+            continue
+        if addon.unsupported:
+            problems.append(Problem("invalid_value", f"{name}: {addon.unsupported}", node.id, file_input))
+            continue
+        if node.type not in ADDON_NODES or addon.family == "unknown":
+            continue
+        checkpoint = _upstream_checkpoint(workflow, registry, node.id, ADDON_NODES[node.type][2])
+        model = _info(infos, folders, "checkpoints", checkpoint) if checkpoint else None
+        if not isinstance(model, ModelInfo) or model.family not in FAMILIES:
             continue
         base = FAMILIES[model.family].base
         if addon.family != base:
@@ -68,16 +97,21 @@ def _upstream_checkpoint(workflow: Workflow, registry: NodeRegistry, node_id: st
     return None
 
 
-def _info(cache: dict[Path, ModelInfo | None], folders: ModelFolders, kind: str, name: str) -> ModelInfo | None:
+def _info(cache: dict[Path, ModelInfo | ModelError | None], folders: ModelFolders, kind: str,
+          name: str) -> ModelInfo | ModelError | None:
+    """What the file is, the reason it cannot be read, or None when that is left to others (a missing file is
+    reported by validation; a multi-GB pickle is not unpickled just to check it: the run does)."""
     try:
         path = folders.resolve(kind, name)
-    except ModelError:
-        return None  # reported as a missing file by validation
+    except (ModelError, ValueError, OSError):
+        return None
     if path not in cache:
-        try:  # a multi-GB pickle is not unpickled just to compare families: the run checks it
+        try:
             cache[path] = None if is_large_pickle(path) else identify(path)
-        except ModelError:
-            cache[path] = None  # the loader node reports an unreadable file when it runs
+        except ModelError as error:
+            cache[path] = error
+        except OSError as error:
+            cache[path] = ModelError(path, f"cannot be read ({error.strerror or error})")
     return cache[path]
 
 

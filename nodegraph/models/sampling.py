@@ -18,6 +18,10 @@ Where it departs from the pipelines on purpose (none of this changes their resul
 - SDXL's time ids are batched as ``[negative] * B + [positive] * B`` (diffusers' base pipeline interleaves them,
   which only matters for the refiner's different aesthetic scores).
 - ``DPM++ SDE`` (``DPMSolverSDEScheduler``) seeds its Brownian tree with `seed` instead of the global RNG.
+- ControlNets ride on the conditionings (ComfyUI's way), so the positive and the negative prompt may carry different
+  ones: each side then runs its own. Carrying the same ones, they run on the guidance batch exactly as in diffusers'
+  ControlNet pipelines (``guess_mode=False``); steps where one is inactive or at strength 0 skip it instead of adding
+  its residuals times 0 (the same numbers). In a partial run the start/end percentages count the whole schedule.
 - The scheduler's begin index is always set, as the SDXL and img2img pipelines do (the SD 1.x/2.x text-to-image
   pipeline looks the first timestep up instead, which only differs when a schedule repeats its first timestep).
 """
@@ -25,7 +29,7 @@ Where it departs from the pipelines on purpose (none of this changes their resul
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nodegraph.core.errors import NodeError
@@ -47,7 +51,7 @@ def sample(*, unet: Any, scheduler: Any, family: Family, positive: Conditioning,
            steps: int, cfg: float, width: int, height: int, batch_size: int = 1, init_latents: Any = None,
            denoise: float = 1.0, noise_mask: Any = None, masked_image_latents: Any = None,
            progress: Progress | None = None, start_step: int = 0, end_step: int | None = None,
-           add_noise: bool = True, leftover_noise: bool = False) -> Any:
+           add_noise: bool = True, leftover_noise: bool = False, controlnets: Mapping[Any, Any] | None = None) -> Any:
     """Denoise latents and return them unscaled (what diffusers' pipelines return for ``output_type="latent"``;
     divide by ``vae.config.scaling_factor`` before decoding).
 
@@ -85,6 +89,8 @@ def sample(*, unet: Any, scheduler: Any, family: Family, positive: Conditioning,
         leftover_noise: when `end_step` ends the run before the schedule, return the latents still noisy at that
             step's sigma (ComfyUI's ``return_with_leftover_noise``); otherwise the last step goes to sigma 0, as
             ComfyUI's does (see :func:`nodegraph.models.schedulers.early_end_problem` for the samplers that cannot).
+        controlnets: the loaded ``ControlNetModel`` of each ControlNet file the conditionings' ``controls`` name, by
+            path (see :func:`nodegraph.models.controlnet.controlnets_for`), on the UNet's device.
 
     Raises:
         NodeError: for settings a user can fix (no step left to run, SDXL without pooled embeddings, an inpainting
@@ -97,14 +103,15 @@ def sample(*, unet: Any, scheduler: Any, family: Family, positive: Conditioning,
                        seed=seed, steps=steps, cfg=cfg, width=width, height=height, batch_size=batch_size,
                        init_latents=init_latents, denoise=denoise, noise_mask=noise_mask,
                        masked_image_latents=masked_image_latents, progress=progress, start_step=start_step,
-                       end_step=end_step, add_noise=add_noise, leftover_noise=leftover_noise)
+                       end_step=end_step, add_noise=add_noise, leftover_noise=leftover_noise,
+                       controlnets=controlnets)
 
 
 def _sample(torch: Any, *, unet: Any, scheduler: Any, family: Family, positive: Conditioning,
             negative: Conditioning, seed: int, steps: int, cfg: float, width: int, height: int, batch_size: int,
             init_latents: Any, denoise: float, noise_mask: Any, masked_image_latents: Any,
             progress: Progress | None, start_step: int, end_step: int | None, add_noise: bool,
-            leftover_noise: bool) -> Any:
+            leftover_noise: bool, controlnets: Mapping[Any, Any] | None = None) -> Any:
     # 1. Check inputs and define call parameters
     if steps < 1:
         raise NodeError(f"steps must be at least 1, not {steps}")
@@ -221,13 +228,27 @@ def _sample(torch: Any, *, unet: Any, scheduler: Any, family: Family, positive: 
         timestep_cond = guidance_scale_embedding(torch, scale, unet.config.time_cond_proj_dim).to(
             device=device, dtype=dtype)
 
-    # 8. Denoising loop
-    def predict(x: Any, t: Any, embeds: Any, added: dict[str, Any] | None) -> Any:
-        return unet(x, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond, added_cond_kwargs=added,
-                    return_dict=False)[0]
-
+    # 7.5 Prepare the ControlNets the conditionings carry (control images at the image size, once)
     num_warmup_steps = len(timesteps) - num_inference_steps * order
     first = t_start * order
+    controls = None
+    if getattr(positive, "controls", ()) or getattr(negative, "controls", ()):
+        from nodegraph.models.controlnet import ControlRun
+
+        partial = start_step > 0 or end_step is not None
+        controls = ControlRun(torch, positive=positive.controls, negative=negative.controls,
+                              controlnets=controlnets or {}, unet=unet, family=family, width=width, height=height,
+                              batch_size=batch_size, position_offset=first if partial else 0,
+                              total=steps * order if partial else len(timesteps))
+
+    # 8. Denoising loop
+    def predict(x: Any, t: Any, embeds: Any, added: dict[str, Any] | None, residuals: dict[str, Any]) -> Any:
+        return unet(x, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond, added_cond_kwargs=added,
+                    return_dict=False, **residuals)[0]
+
+    def residuals(which: str, i: int, x: Any, t: Any) -> dict[str, Any]:
+        return controls.residuals(which, i, x, t, embeds) if controls is not None else {}
+
     done = 0
     # AUTOMATIC1111 counts UNet evaluations for prompt editing: two per step for the second-order samplers.
     calls = steps * order
@@ -241,19 +262,23 @@ def _sample(torch: Any, *, unet: Any, scheduler: Any, family: Family, positive: 
                 step_prompts, embeds = chosen, prepare(*chosen)
 
         # 8.1 Scale the input for the scheduler and add the inpainting channels
-        model_input = scheduler.scale_model_input(latents, t)
+        model_input = control_input = scheduler.scale_model_input(latents, t)
         if extra_channels is not None:
             model_input = torch.cat([model_input, *extra_channels], dim=1)
 
-        # 8.2 Predict the noise residual, with classifier-free guidance
+        # 8.2 Predict the noise residual, with classifier-free guidance (and the active ControlNets' residuals)
         if embeds["batched"]:
-            noise_pred_uncond, noise_pred_text = predict(torch.cat([model_input] * 2), t, embeds["cfg"],
-                                                         embeds["cfg_added"]).chunk(2)
+            noise_pred_uncond, noise_pred_text = predict(
+                torch.cat([model_input] * 2), t, embeds["cfg"], embeds["cfg_added"],
+                residuals("cfg", i, control_input, t)).chunk(2)
         elif do_cfg:
-            noise_pred_uncond = predict(model_input, t, embeds["neg"], embeds["neg_added"])
-            noise_pred_text = predict(model_input, t, embeds["pos"], embeds["pos_added"])
+            noise_pred_uncond = predict(model_input, t, embeds["neg"], embeds["neg_added"],
+                                        residuals("neg", i, control_input, t))
+            noise_pred_text = predict(model_input, t, embeds["pos"], embeds["pos_added"],
+                                      residuals("pos", i, control_input, t))
         else:
-            noise_pred = predict(model_input, t, embeds["pos"], embeds["pos_added"])
+            noise_pred = predict(model_input, t, embeds["pos"], embeds["pos_added"],
+                                 residuals("pos", i, control_input, t))
         if do_cfg:
             noise_pred = noise_pred_uncond + cfg * (noise_pred_text - noise_pred_uncond)
 

@@ -62,7 +62,7 @@ def test_prediction_is_fixed_for_other_families(model_files):
     ("locon-sd1", "lora", "locon", "sd1"),
     ("lora-sd1-peft", "lora", "lora", "sd1"),
     ("loha", "lora", "loha", "sd1"),
-    ("lokr", "lora", "lokr", "unknown"),
+    ("lokr", "lora", "lokr", "sd1"),
     ("emb-a1111-pt", "embedding", None, "sd1"),
     ("emb-safetensors", "embedding", None, "sd1"),
     ("emb-diffusers", "embedding", None, "sd1"),

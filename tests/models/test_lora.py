@@ -1,6 +1,7 @@
 """LoRAs (kohya, LoCon, diffusers/PEFT; SD 1.x and SDXL) on real (tiny) models, checked against diffusers' own
 adapters on the same files: equal where they must be, far apart where a strength changes, no trace left after
-unloading, and clear refusals for another family, a file matching nothing, and LyCORIS formats."""
+unloading, and clear refusals for another family and a file matching nothing. LyCORIS files are merged instead
+(tests/models/test_lycoris.py checks the merges against lycoris-lora)."""
 
 from __future__ import annotations
 
@@ -208,9 +209,18 @@ def test_lora_matching_nothing_is_an_error_and_leaves_nothing_behind(sd1_path, l
 
 
 @pytest.mark.parametrize("fmt", ["loha", "lokr"])
-def test_lycoris_files_are_refused_naming_lycoris(sd1_path, loras, fmt):
+def test_lycoris_files_apply_by_merging_and_leave_no_trace(sd1_path, loras, inputs, fmt):
     ck = load_checkpoint(sd1_path)
-    with pytest.raises(IncompatibleModelError, match=rf"LyCORIS {fmt.upper()}"), \
-            applied_loras([LoraSpec(loras["sd1", fmt, 0])], ck.family, ck.unet, ck.text_encoders):
-        pass
-    assert not has_peft_layers(ck.unet)
+    base = unet_out(ck.unet, inputs)
+    messages = []
+    with applied_loras([LoraSpec(loras["sd1", fmt, 0], node_id="9")], ck.family, ck.unet, ck.text_encoders,
+                       parts=("unet",), report=lambda *m: messages.append(m)):
+        patched = unet_out(ck.unet, inputs)
+    assert max_diff(patched, base) > 1e-3
+    assert not has_peft_layers(ck.unet)  # merged for the block, not a peft adapter
+    assert torch.equal(unet_out(ck.unet, inputs), base)
+    [(node, level, text)] = messages
+    matched, total = text.split("UNet ")[1].split(" layers")[0].split("/")
+    assert (node, level) == ("9", "info") and matched == total
+
+

@@ -48,7 +48,7 @@ def test_models_lists_by_kind_with_family(model_files, tmp_path):
     done = nodegraph("models", "--models-dir", str(model_files.folder), "--json", home=tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert set(report) == {"checkpoints", "loras", "vae", "embeddings", "hypernetworks"}
+    assert set(report) == {"checkpoints", "loras", "vae", "embeddings", "hypernetworks", "upscale_models", "controlnet"}
     checkpoints = {m["name"]: m for m in report["checkpoints"]["models"]}
     assert checkpoints["tiny-sd1.safetensors"]["family"] == "sd1"
     assert "refused" in checkpoints["tiny-malicious.ckpt"]["error"]

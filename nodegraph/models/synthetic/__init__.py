@@ -3,9 +3,9 @@
 Checkpoints in the original single-file layouts (``model.diffusion_model.*``, ``first_stage_model.*``,
 ``cond_stage_model.*``, SDXL's ``conditioner.embedders.*``) as ``.safetensors`` or Lightning ``.ckpt``; standalone
 VAEs; LoRAs (kohya, LoCon, diffusers/PEFT, LoHa, LoKr); textual inversion embeddings; AUTOMATIC1111 hypernetworks;
-and a malicious pickle. Every structural fact that identification relies on is real (names, layer layout,
-cross-attention and text encoder widths, vocabulary); channel counts and depths are small. Weights use the default
-initialisation under a fixed seed, so images from them have structure.
+ControlNets (lllyasviel's and diffusers' layouts); and a malicious pickle. Every structural fact that identification
+relies on is real (names, layer layout, cross-attention and text encoder widths, vocabulary); channel counts and
+depths are small. Weights use the default initialisation under a fixed seed, so images from them have structure.
 
 Files are big-ish for "tiny" because the text encoders keep their real widths and 49,408-token vocabulary: about
 115 MB (SD 1.x), 165 MB (SD 2.x), 410 MB (SDXL base) in float16. Pass ``only=`` to :func:`write_fixture_set` for
@@ -23,6 +23,12 @@ from nodegraph.models.synthetic.addons import (
     write_embedding,
     write_hypernetwork,
     write_lora,
+)
+from nodegraph.models.synthetic.controlnet import (
+    CONTROLNET_LAYOUTS,
+    build_controlnet,
+    controlnet_state_dict,
+    write_controlnet,
 )
 from nodegraph.models.synthetic.fixtures import CHECKPOINTS, FIXTURE_KEYS, MALICIOUS_MARKER, write_fixture_set
 from nodegraph.models.synthetic.ldm_layout import (
@@ -55,6 +61,7 @@ from nodegraph.models.synthetic.writers import (
 
 __all__ = [
     "CHECKPOINTS",
+    "CONTROLNET_LAYOUTS",
     "EMBEDDING_FORMATS",
     "FIXTURE_KEYS",
     "HYPERNETWORK_WIDTHS",
@@ -63,9 +70,11 @@ __all__ = [
     "MALICIOUS_MARKER",
     "LightningModelCheckpoint",
     "build_components",
+    "build_controlnet",
     "build_vae",
     "checkpoint_state_dict",
     "ckpt_safe_globals",
+    "controlnet_state_dict",
     "documented_extras",
     "hypernetwork_data",
     "ldm_state_dict",
@@ -78,6 +87,7 @@ __all__ = [
     "unet_module_map",
     "vae_config",
     "write_checkpoint",
+    "write_controlnet",
     "write_diffusers_config",
     "write_embedding",
     "write_fixture_set",
