@@ -282,3 +282,38 @@ def test_peft_lora_reports_its_matches(tiny, loras, part, label):
     [(node, level, text)] = messages
     matched, total = text.split(f"{label} ")[1].split(" layers")[0].split("/")
     assert (node, level) == ("5", "info") and matched == total and int(total) > 0
+
+
+def test_sdxl_file_with_kohya_sgm_names_applies_to_unet_and_both_text_encoders(sdxl_path, inputs, tmp_path):
+    """kohya's SDXL scripts name UNet layers by the original (SGM) blocks (``lora_unet_input_blocks_4_1_…``) and the
+    text encoders ``lora_te1_``/``lora_te2_``: such a LoKr file is identified as SDXL and applies everywhere."""
+    ck = load_checkpoint(sdxl_path)
+    index = layer_index("sdxl", ck.unet, ck.text_encoders)
+    wanted = {"lora_unet_input_blocks_": 12, "lora_unet_middle_block_": 6, "lora_unet_output_blocks_": 12,
+              "lora_te1_text_model_": 6, "lora_te2_text_model_": 6}
+    state: dict[str, torch.Tensor] = {}
+    for name, layer in index.items():
+        prefix = next((p for p in wanted if name.startswith(p)), None)
+        if prefix is None or wanted[prefix] == 0 or not isinstance(layer, torch.nn.Linear | torch.nn.Conv2d):
+            continue
+        wanted[prefix] -= 1
+        made = _randomised(lycoris_modules.LokrModule(name, layer, 1.0, lora_dim=2, alpha=1.0, factor=4),
+                           len(state))
+        state.update(_file_state(made, name))
+    assert not any(wanted.values()), wanted
+    path = tmp_path / "sdxl-lokr.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    info = identify(path)
+    assert (info.family, info.variant, info.format) == ("sdxl", "lokr", "lycoris")
+
+    base = unet_out(ck.unet, inputs)
+    tok, te2 = ck.tokenizers["tokenizer_2"], ck.text_encoders["text_encoder_2"]
+    base_text = text_out(tok, te2)
+    messages = []
+    with applied_loras([LoraSpec(path, 1.0, 1.0, node_id="x")], ck.family, ck.unet, ck.text_encoders,
+                       report=lambda *m: messages.append(m)):
+        patched, patched_text = unet_out(ck.unet, inputs), text_out(tok, te2)
+    assert max_diff(patched, base) > 1e-3 and max_diff(patched_text, base_text) > 1e-3
+    assert torch.equal(unet_out(ck.unet, inputs), base)
+    assert messages == [("x", "info", "sdxl-lokr.safetensors: UNet 30/30 layers matched"),
+                        ("x", "info", "sdxl-lokr.safetensors: text encoder 12/12 layers matched")]
