@@ -53,6 +53,19 @@ _LATENT_UPSCALERS = {
     "Latent (nearest)": ("nearest-exact", "torch's 'nearest' picks slightly different cells than 'nearest-exact'"),
     "Latent (nearest-exact)": ("nearest-exact", None),
 }
+#: AUTOMATIC1111's built-in pixel upscalers → the model file it downloads for each (found in the upscale folders).
+_UPSCALER_FILES = {
+    "R-ESRGAN 4x+": "RealESRGAN_x4plus", "R-ESRGAN 4x+ Anime6B": "RealESRGAN_x4plus_anime_6B",
+    "R-ESRGAN 2x+": "RealESRGAN_x2plus", "R-ESRGAN General 4xV3": "realesr-general-x4v3",
+    "R-ESRGAN General WDN 4xV3": "realesr-general-wdn-x4v3", "R-ESRGAN AnimeVideo": "realesr-animevideov3",
+    "ESRGAN_4x": "ESRGAN_4x", "SwinIR 4x": "SwinIR_4x",
+}
+#: Pixel upscalers that are plain resampling → Upscale Image's method.
+_RESAMPLERS = {"Lanczos": "lanczos", "Nearest": "nearest-exact", "None": "lanczos"}
+#: Upscalers with no counterpart here, and why.
+_UNSUPPORTED_UPSCALERS = {"LDSR": "LDSR (a latent diffusion upscaler) is not supported",
+                          "ScuNET GAN": "ScuNET is a denoiser, not an upscaler", "ScuNET PSNR": "ScuNET is a "
+                          "denoiser, not an upscaler"}
 #: Fields the graph carries.
 HONOURED = frozenset({
     "Steps", "Sampler", "Schedule type", "CFG scale", "Seed", "Size", "Model hash", "Model", "Clip skip", "VAE",
@@ -159,6 +172,7 @@ class _Import:
         self.warnings: list[str] = []
         self.x = 0
         self.size = (512, 512)
+        self.vae = ("ckpt", "VAE")  # the VAE that decodes, set by loaders()
 
     def warn(self, line: str | None) -> None:
         if line and line not in self.warnings:
@@ -194,6 +208,7 @@ class _Import:
         self.workflow.meta["imported_from"] = source
         try:
             model, clip, vae = self.loaders()
+            self.vae = vae
             self.x += self._STEP
             positive, negative, latent = self.encoders(clip)
             self.x += self._STEP
@@ -322,15 +337,18 @@ class _Import:
             scale = self.number("Hires upscale", float, 2.0)
             target_w, target_h = int(width * scale), int(height * scale)
         upscaler = self.params.get("Hires upscaler", "Latent").strip()
-        method, why = _LATENT_UPSCALERS.get(upscaler, ("bilinear", None))
-        if upscaler not in _LATENT_UPSCALERS:
-            why = ("a pixel upscaler (decode, upscale the image, encode); imported as a bilinear latent upscale, "
-                   "which is softer")
-        if why:
-            self.warn(f"Hires upscaler: {upscaler} — {why}")
-        self.node("upscale", "UpscaleLatent", {"upscale_method": method, "width": max(64, target_w // 8 * 8),
-                                               "height": max(64, target_h // 8 * 8), **crop}, y=420)
-        self.link(("sample", "LATENT"), "upscale", "samples")
+        size = {"width": max(64, target_w // 8 * 8), "height": max(64, target_h // 8 * 8)}
+        if upscaler in _LATENT_UPSCALERS or upscaler in _UNSUPPORTED_UPSCALERS:
+            method, why = _LATENT_UPSCALERS.get(upscaler, ("bilinear", None))
+            if upscaler in _UNSUPPORTED_UPSCALERS:
+                why = f"{_UNSUPPORTED_UPSCALERS[upscaler]}; imported as a bilinear latent upscale, which is softer"
+            if why:
+                self.warn(f"Hires upscaler: {upscaler} — {why}")
+            self.node("upscale", "UpscaleLatent", {"upscale_method": method, **size, **crop}, y=420)
+            self.link(("sample", "LATENT"), "upscale", "samples")
+            upscaled = ("upscale", "LATENT")
+        else:
+            upscaled = self.pixel_upscale(upscaler, size, crop)
         self.x += self._STEP
         denoise = self.number("Denoising strength", float, 0.7)
         if "Denoising strength" not in self.params:
@@ -351,9 +369,39 @@ class _Import:
         title = f"Hires pass ({hires_steps} of {total} steps)" if total != hires_steps else "Hires pass"
         self.node("refine", "UNetSampler", {**sampler, "steps": total, "denoise": denoise}, title=title)
         for port, source in (("model", model), ("positive", positive), ("negative", negative),
-                             ("latent_image", ("upscale", "LATENT"))):
+                             ("latent_image", upscaled)):
             self.link(source, "refine", port)
         return ("refine", "LATENT")
+
+    def pixel_upscale(self, upscaler: str, size: dict, crop: dict) -> tuple[str, str]:
+        """AUTOMATIC1111's hires fix with a pixel upscaler: decode, upscale the image (with the upscale model, or by
+        resampling for Lanczos/Nearest), resize it to the hires size, encode again."""
+        self.node("hires_decode", "VAEDecode", {}, y=420)
+        self.link(("sample", "LATENT"), "hires_decode", "samples")
+        self.link(self.vae, "hires_decode", "vae")
+        image = ("hires_decode", "IMAGE")
+        if upscaler not in _RESAMPLERS:
+            self.x += self._STEP
+            wanted = _UPSCALER_FILES.get(upscaler, upscaler)
+            found = self.model("upscale_models", wanted, None, "Hires upscaler")
+            # not found: named as AUTOMATIC1111's file (.pth), so validation reports it missing and says where it looked
+            placeholder = wanted if name_key(wanted) != wanted.strip().casefold() else f"{wanted}.pth"
+            self.node("upscaler", "LoadUpscaleModel", {"model_name": found or placeholder}, y=560)
+            self.node("upscale_image", "UpscaleImageWithModel", {}, y=420)
+            self.link(("upscaler", "UPSCALE_MODEL"), "upscale_image", "upscale_model")
+            self.link(image, "upscale_image", "image")
+            image = ("upscale_image", "IMAGE")
+        elif upscaler == "None":
+            self.warn("Hires upscaler: None — AUTOMATIC1111 then only resizes: imported as a Lanczos resize")
+        self.x += self._STEP
+        self.node("resize", "ImageScale", {"upscale_method": _RESAMPLERS.get(upscaler, "lanczos"), **size,
+                                           "crop": crop.get("crop", "disabled")}, y=420)
+        self.link(image, "resize", "image")
+        self.x += self._STEP
+        self.node("hires_encode", "VAEEncode", {}, y=420)
+        self.link(("resize", "IMAGE"), "hires_encode", "pixels")
+        self.link(self.vae, "hires_encode", "vae")
+        return ("hires_encode", "LATENT")
 
     def leftovers(self) -> None:
         for key, value in self.params.items():

@@ -42,7 +42,7 @@ def registry():
 def models(root: Path, files: dict[str, list[str]]) -> ModelFolders:
     """A model folder laid out like AUTOMATIC1111's, with small dummy files under the given names."""
     folder = {"checkpoints": "models/Stable-diffusion", "loras": "models/Lora", "vae": "models/VAE",
-              "hypernetworks": "models/hypernetworks", "embeddings": "embeddings"}
+              "hypernetworks": "models/hypernetworks", "embeddings": "embeddings", "upscale_models": "models/ESRGAN"}
     for kind, names in files.items():
         for name in names:
             path = root / folder[kind] / name
@@ -260,25 +260,48 @@ def test_hires_schedule_runs_as_many_steps_as_automatic1111():
             assert total >= int(steps / min(denoise, 0.999))
 
 
-def test_hires_fix_with_a_pixel_upscaler_warns_naming_it():
+def test_hires_fix_with_a_pixel_upscaler_decodes_upscales_with_the_model_and_encodes(tmp_path, registry):
+    catalog = models(tmp_path, {"checkpoints": ["m.safetensors"], "upscale_models": ["RealESRGAN_x4plus.pth"]})
     result = import_infotext("p\nSteps: 20, Seed: 3, Size: 512x512, Denoising strength: 0.4, Hires upscale: 1.5, "
-                             "Hires upscaler: R-ESRGAN 4x+, Hires sampler: Euler a, Hires CFG Scale: 5")
-    assert inputs(result, "upscale") == {"upscale_method": "bilinear", "width": 768, "height": 768}
-    assert warned(result, "Hires upscaler: R-ESRGAN 4x+", "pixel upscaler")
+                             "Hires upscaler: R-ESRGAN 4x+, Hires sampler: Euler a, Hires CFG Scale: 5, Model: m",
+                             catalog)
+    assert "upscale" not in result.workflow
+    assert inputs(result, "upscaler") == {"model_name": "RealESRGAN_x4plus.pth"}  # AUTOMATIC1111's file for it
+    assert inputs(result, "resize") == {"upscale_method": "lanczos", "width": 768, "height": 768, "crop": "disabled"}
+    assert {("sample", "LATENT", "hires_decode", "samples"), ("ckpt", "VAE", "hires_decode", "vae"),
+            ("hires_decode", "IMAGE", "upscale_image", "image"),
+            ("upscaler", "UPSCALE_MODEL", "upscale_image", "upscale_model"),
+            ("upscale_image", "IMAGE", "resize", "image"), ("resize", "IMAGE", "hires_encode", "pixels"),
+            ("ckpt", "VAE", "hires_encode", "vae"),
+            ("hires_encode", "LATENT", "refine", "latent_image")} <= links(result)
+    assert not warned(result, "Hires upscaler"), result.warnings
     refine = inputs(result, "refine")
     assert (refine["steps"], refine["sampler_name"], refine["cfg"]) == (hires_schedule(20, 0.4), "euler_ancestral",
                                                                         5.0)
+    assert problems(result.workflow, registry, catalog) == []
 
 
 @pytest.mark.parametrize(("upscaler", "method", "warns"), [
     ("Latent (nearest-exact)", "nearest-exact", False), ("Latent (nearest)", "nearest-exact", True),
     ("Latent (bicubic)", "bicubic", False), ("Latent (antialiased)", "bilinear", True),
-    ("Latent (bicubic antialiased)", "bicubic", True), ("4x-UltraSharp", "bilinear", True)])
-def test_hires_upscalers(upscaler, method, warns):
+    ("Latent (bicubic antialiased)", "bicubic", True), ("LDSR", "bilinear", True)])
+def test_hires_latent_upscalers(upscaler, method, warns):
     result = import_infotext(f"p\nSteps: 20, Size: 512x512, Denoising strength: 0.5, Hires resize: 1024x0, "
                              f"Hires upscaler: {upscaler}")
     assert inputs(result, "upscale") == {"upscale_method": method, "width": 1024, "height": 1024}
     assert bool(warned(result, f"Hires upscaler: {upscaler}")) == warns
+
+
+@pytest.mark.parametrize(("upscaler", "model_file", "method"), [
+    ("4x-UltraSharp", "4x-UltraSharp.pth", "lanczos"), ("SwinIR 4x", "SwinIR_4x.pth", "lanczos"),
+    ("Lanczos", None, "lanczos"), ("Nearest", None, "nearest-exact")])
+def test_hires_pixel_upscalers(upscaler, model_file, method):
+    result = import_infotext(f"p\nSteps: 20, Size: 512x512, Denoising strength: 0.5, Hires resize: 1024x0, "
+                             f"Hires upscaler: {upscaler}")
+    assert ("upscaler" in result.workflow) == (model_file is not None)
+    if model_file:  # not in any folder (none given): named as AUTOMATIC1111's file, validation reports it missing
+        assert inputs(result, "upscaler") == {"model_name": model_file}
+    assert inputs(result, "resize")["upscale_method"] == method
 
 
 def test_hires_resize_to_another_aspect_crops_like_automatic1111(registry):
