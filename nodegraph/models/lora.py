@@ -15,6 +15,7 @@ original tensor put back afterwards, untouched.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -167,32 +168,45 @@ def _adapter_reports(unet: Any) -> dict[str, dict[str, MatchReport]]:
     return reports
 
 
-#: Parsed LyCORIS files by adapter name (file identity), the most recently used last.
+#: Parsed LyCORIS files by adapter name (file identity), the most recently used last; and each file's format.
 _LYCORIS_FILES: OrderedDict[str, Any] = OrderedDict()
 _LYCORIS_FILES_KEPT = 4
+_FORMATS: dict[str, str | None] = {}
+_files_lock = threading.Lock()
 
 
 def _lycoris_modules(path: Path, family: Family) -> tuple[dict[str, Any], list[str]]:
-    """The file's LyCORIS layers (read once while it stays among the recently used) and its unusable tensors."""
+    """The file's LyCORIS layers (read once while it stays among the recently used) and its unusable tensors,
+    after checking it fits `family`."""
     from nodegraph.models.lycoris import parse_modules
 
-    name = adapter_name(path)
-    if name in _LYCORIS_FILES:
-        _LYCORIS_FILES.move_to_end(name)
-        return _LYCORIS_FILES[name]
     check_lora(path, family)
+    name = adapter_name(path)
+    with _files_lock:
+        if name in _LYCORIS_FILES:
+            _LYCORIS_FILES.move_to_end(name)
+            return _LYCORIS_FILES[name]
     parsed = parse_modules(unwrap_state_dict(load_state_dict(path)))
     if not parsed[0]:
         raise ModelError(path, "holds no LoRA or LyCORIS layer that can be applied")
-    _LYCORIS_FILES[name] = parsed
-    while len(_LYCORIS_FILES) > _LYCORIS_FILES_KEPT:
-        _LYCORIS_FILES.popitem(last=False)
+    with _files_lock:
+        _LYCORIS_FILES[name] = parsed
+        while len(_LYCORIS_FILES) > _LYCORIS_FILES_KEPT:
+            _LYCORIS_FILES.popitem(last=False)
     return parsed
 
 
 def _is_merged_format(path: Path) -> bool:
-    """Whether the file is applied by merging (LyCORIS, DoRA) rather than as a peft adapter."""
-    return identify(path).format == "lycoris"
+    """Whether the file is applied by merging (LyCORIS, DoRA) rather than as a peft adapter (identified once per
+    file version: a pickled LoRA is not unpickled again on every run)."""
+    name = adapter_name(path)
+    with _files_lock:
+        known = name in _FORMATS
+    if not known:
+        fmt = identify(path).format
+        with _files_lock:
+            _FORMATS[name] = fmt
+    return _FORMATS[name] == "lycoris"
 
 
 @contextmanager

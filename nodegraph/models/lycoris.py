@@ -38,6 +38,8 @@ _ALGORITHMS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "norm": (frozenset({"w_norm"}), frozenset({"b_norm"})),
 }
 _COMMON = frozenset({"alpha", "dora_scale"})
+
+
 @dataclass(frozen=True)
 class PatchModule:
     """One patched layer of a file: its name there, its algorithm and its tensors by suffix."""
@@ -70,13 +72,17 @@ def parse_modules(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, PatchMod
 
 
 def _algorithm(suffixes: Any) -> str | None:
+    """The algorithm whose complete set of tensors `suffixes` is (None: incomplete, mixed or unknown)."""
     present = set(suffixes)
     for algorithm, (required, optional) in _ALGORITHMS.items():
-        if algorithm == "lokr":
-            if present & optional and present <= optional | _COMMON:
-                return algorithm
-        elif required <= present and present <= required | optional | _COMMON:
-            return algorithm
+        if not (required <= present and present <= required | optional | _COMMON):
+            continue
+        if algorithm == "lokr" and not (("lokr_w1" in present or {"lokr_w1_a", "lokr_w1_b"} <= present)
+                                        and ("lokr_w2" in present or {"lokr_w2_a", "lokr_w2_b"} <= present)):
+            continue
+        if algorithm == "loha" and len(present & optional) == 1:  # a Tucker core needs both halves
+            continue
+        return algorithm
     return None
 
 

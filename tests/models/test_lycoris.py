@@ -317,3 +317,19 @@ def test_sdxl_file_with_kohya_sgm_names_applies_to_unet_and_both_text_encoders(s
     assert torch.equal(unet_out(ck.unet, inputs), base)
     assert messages == [("x", "info", "sdxl-lokr.safetensors: UNet 30/30 layers matched"),
                         ("x", "info", "sdxl-lokr.safetensors: text encoder 12/12 layers matched")]
+
+
+def test_incomplete_layers_are_not_applied_but_counted_as_unmatched():
+    """A layer missing one of its tensors (a damaged file) is left out, never half-applied or a crash."""
+    ones = torch.ones(4, 4)
+    state = {"lora_unet_a.lokr_w1": ones, "lora_unet_a.lokr_w2": ones,  # complete
+             "lora_unet_b.lokr_w1": ones,  # no second half
+             "lora_unet_c.hada_w1_a": ones, "lora_unet_c.hada_w1_b": ones, "lora_unet_c.hada_w2_a": ones,
+             "lora_unet_c.hada_w2_b": ones, "lora_unet_c.hada_t1": torch.ones(4, 4, 3, 3)}  # half a Tucker core
+    modules, stray = parse_modules(state)
+    assert list(modules) == ["lora_unet_a"]
+    assert sorted(stray) == ["lora_unet_b.lokr_w1", *sorted(k for k in state if k.startswith("lora_unet_c."))]
+    mismatched = {"lora_unet_d.lokr_w1_a": torch.ones(4, 2), "lora_unet_d.lokr_w1_b": torch.ones(3, 4),
+                  "lora_unet_d.lokr_w2": ones}  # 4×2 times 3×4
+    with pytest.raises(ValueError, match="do not fit together"):
+        merged_weight(parse_modules(mismatched)[0]["lora_unet_d"], torch.ones(16, 16), None, 1.0)
