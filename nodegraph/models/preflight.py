@@ -62,9 +62,10 @@ def family_problems(workflow: Workflow, registry: NodeRegistry, folders: ModelFo
         if addon.unsupported:
             problems.append(Problem("invalid_value", f"{name}: {addon.unsupported}", node.id, file_input))
             continue
-        if node.type not in ADDON_NODES or addon.family == "unknown":
+        if node.type not in (*ADDON_NODES, "LoadControlNet") or addon.family == "unknown":
             continue
-        checkpoint = _upstream_checkpoint(workflow, registry, node.id, ADDON_NODES[node.type][2])
+        checkpoint = (_controlnet_checkpoint(workflow, registry, node.id) if node.type == "LoadControlNet" else
+                      _upstream_checkpoint(workflow, registry, node.id, ADDON_NODES[node.type][2]))
         model = _info(infos, folders, "checkpoints", checkpoint) if checkpoint else None
         if not isinstance(model, ModelInfo) or model.family not in FAMILIES:
             continue
@@ -94,6 +95,38 @@ def _upstream_checkpoint(workflow: Workflow, registry: NodeRegistry, node_id: st
         if node.type not in ADDON_NODES:
             return None
         node_id, input_name = source, ADDON_NODES[node.type][2]
+    return None
+
+
+#: conditioning nodes a ControlNet's conditioning passes through: node type → {output: the input it comes from}
+_CONDITIONING_PATHS = {"ApplyControlNet": {"positive": "positive", "negative": "negative"},
+                       "ApplyControlNetSimple": {"CONDITIONING": "conditioning"}}
+
+
+def _controlnet_checkpoint(workflow: Workflow, registry: NodeRegistry, node_id: str) -> str | None:
+    """The ckpt_name of the checkpoint whose prompts a Load ControlNet node's ControlNet is applied to: from each
+    Apply ControlNet it feeds, back along the conditioning (through other Apply ControlNet nodes) to the CLIP Text
+    Encode, and from its clip to the Load Checkpoint."""
+    for link in workflow.links:
+        target = workflow.nodes.get(link.to_node)
+        if link.from_node != node_id or target is None or target.type not in _CONDITIONING_PATHS:
+            continue
+        current, port, seen = target.id, next(iter(_CONDITIONING_PATHS[target.type].values())), set()
+        while current not in seen:
+            seen.add(current)
+            links = workflow.links_into(current, port)
+            try:
+                source, output = resolve_source(workflow, registry, links[0]) if links else (None, None)
+            except Unresolvable:
+                break
+            node = workflow.nodes.get(source) if source else None
+            if node is None:
+                break
+            if node.type == "CLIPTextEncode":
+                return _upstream_checkpoint(workflow, registry, node.id, "clip")
+            if node.type not in _CONDITIONING_PATHS or output not in _CONDITIONING_PATHS[node.type]:
+                break
+            current, port = node.id, _CONDITIONING_PATHS[node.type][output]
     return None
 
 

@@ -110,3 +110,39 @@ def test_an_embedding_in_a_lora_node_is_refused_as_the_wrong_kind(root, node_reg
     folders = ModelFolders([root], include_home=False)
     [problem] = family_problems(_lora_workflow(str(path)), node_registry, folders)
     assert problem.message == f"{path} is an embedding, not a LoRA" and problem.port == "lora_name"
+
+
+def _controlnet(path: Path, context: int) -> Path:
+    """A diffusers-layout ControlNet header: its family is in the cross-attention width."""
+    save_file({"controlnet_cond_embedding.conv_in.weight": torch.zeros(16, 3, 3, 3),
+               "controlnet_down_blocks.0.weight": torch.zeros(32, 32, 1, 1),
+               "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight": torch.zeros(64, context)},
+              str(path))
+    return path
+
+
+@pytest.mark.parametrize(("context", "message"), [(768, None), (2048, "a ControlNet for SDXL models")])
+def test_a_controlnet_for_another_model_line_is_refused_before_loading(root, node_registry, context, message):
+    (root / "models" / "controlnet").mkdir()
+    _controlnet(root / "models" / "controlnet" / "cn.safetensors", context)
+    workflow = Workflow()
+    workflow.add_node("LoadCheckpoint", "ckpt", inputs={"ckpt_name": "sd1.safetensors", "prediction": "auto"})
+    for prompt in ("pos", "neg"):
+        workflow.add_node("CLIPTextEncode", prompt, inputs={"text": prompt})
+        workflow.connect("ckpt", "CLIP", prompt, "clip")
+    workflow.add_node("LoadControlNet", "cn", inputs={"control_net_name": "cn.safetensors"})
+    # two Apply ControlNet nodes in a chain: the second one's conditioning leads back through the first
+    for apply, (pos, neg) in (("apply1", (("pos", "CONDITIONING"), ("neg", "CONDITIONING"))),
+                              ("apply2", (("apply1", "positive"), ("apply1", "negative")))):
+        workflow.add_node("ApplyControlNet", apply, inputs={"strength": 1.0, "start_percent": 0.0,
+                                                           "end_percent": 1.0})
+        workflow.connect(*pos, apply, "positive")
+        workflow.connect(*neg, apply, "negative")
+    workflow.connect("cn", "CONTROL_NET", "apply2", "control_net")
+    problems = family_problems(workflow, node_registry, ModelFolders([root], include_home=False))
+    if message is None:
+        assert problems == []
+    else:
+        [problem] = problems
+        assert (problem.code, problem.node_id, problem.port) == ("wrong_family", "cn", "control_net_name")
+        assert message in problem.message and "SD 1.x" in problem.message
