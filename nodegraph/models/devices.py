@@ -94,6 +94,12 @@ def decode_latents(vae: Any, latents: Any) -> Any:
                 image = vae.decode(latents.to(torch.float32)).sample
             finally:
                 vae.to(original)
+    if not bool(torch.isfinite(image).all()):
+        from nodegraph.core.errors import NodeError
+        from nodegraph.models.integrity import NAN_HINT
+
+        raise NodeError(f"the decoded image holds NaN or infinite values (it would be black): the latents or the "
+                        f"VAE's weights are not finite — {NAN_HINT}")
     return image.float()
 
 

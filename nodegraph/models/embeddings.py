@@ -149,8 +149,11 @@ def read_png_embedding(path: str | Path) -> dict[str, Any]:
 
 
 def _matrix(path: Path, tensor: Any) -> Any:
+    from nodegraph.models.integrity import require_finite_floats
+
     if not hasattr(tensor, "shape") or tensor.dim() not in (1, 2):
         raise CorruptModelError(path, "the embedding vectors have an unexpected shape")
+    require_finite_floats(path, {"vectors": tensor}, "embedding vectors")
     return (tensor.unsqueeze(0) if tensor.dim() == 1 else tensor).detach().float()
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from nodegraph.models.errors import IncompatibleModelError, ModelError
 from nodegraph.models.families import Family
 from nodegraph.models.identify import identify
+from nodegraph.models.integrity import require_finite_floats
 from nodegraph.models.offline import import_diffusers
 from nodegraph.models.safe_load import load_state_dict, unwrap_state_dict
 
@@ -93,6 +94,7 @@ def _ensure_loaded(path: Path, family: Family, unet: Any, text_encoders: Mapping
     mixin = (diffusers.loaders.StableDiffusionXLLoraLoaderMixin if family.base == "sdxl"
              else diffusers.loaders.StableDiffusionLoraLoaderMixin)
     raw = convert_attn_procs_lora(unwrap_state_dict(load_state_dict(path)))
+    require_finite_floats(path, raw, "LoRA weights")
     try:
         state, alphas = mixin.lora_state_dict(dict(raw), unet_config=unet.config)
     except (ValueError, KeyError) as error:
@@ -186,7 +188,9 @@ def _lycoris_modules(path: Path, family: Family) -> tuple[dict[str, Any], list[s
         if name in _LYCORIS_FILES:
             _LYCORIS_FILES.move_to_end(name)
             return _LYCORIS_FILES[name]
-    parsed = parse_modules(unwrap_state_dict(load_state_dict(path)))
+    state = unwrap_state_dict(load_state_dict(path))
+    require_finite_floats(path, state, "LoRA weights")
+    parsed = parse_modules(state)
     if not parsed[0]:
         raise ModelError(path, "holds no LoRA or LyCORIS layer that can be applied")
     with _files_lock:

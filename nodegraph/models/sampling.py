@@ -35,6 +35,7 @@ from typing import Any
 from nodegraph.core.errors import NodeError
 from nodegraph.models.conditioning import Conditioning
 from nodegraph.models.families import Family
+from nodegraph.models.integrity import NAN_HINT, finite
 from nodegraph.models.offline import import_torch
 
 #: The VAE's downsampling factor for every Stable Diffusion family.
@@ -284,6 +285,9 @@ def _sample(torch: Any, *, unet: Any, scheduler: Any, family: Family, positive: 
 
         # 8.3 Compute the previous noisy sample x_t -> x_t-1
         latents = scheduler.step(noise_pred, t, latents, **extra_step_kwargs, return_dict=False)[0]
+        if not finite(latents):  # NaN spreads to the whole image and decodes to black: stop here, say why
+            raise NodeError(f"the latents hold NaN or infinite values after step {i + 1} of {len(timesteps)}: "
+                            f"{NAN_HINT}")
 
         # 8.4 Inpainting with a regular UNet: put back the kept region, noised to the next timestep
         if blend_mask is not None:
