@@ -8,6 +8,7 @@ consumer has run.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import traceback
 from collections import Counter
@@ -56,6 +57,8 @@ class RunResult:
     details: str = ""
     problems: list[Any] = field(default_factory=list)
     total_seconds: float = 0.0
+    #: the failure was memory running out (RAM or GPU): the models were freed, a smaller run may work
+    out_of_memory: bool = False
 
     @property
     def ok(self) -> bool:
@@ -230,6 +233,19 @@ class RunState:
         if node_id not in self.volatile:
             self.cache.put(self.signatures[node_id], outputs, tuple(ctx.files), tuple(ctx.messages))
 
+    def _out_of_memory(self, error: BaseException) -> str:
+        """Free what the model service holds (the next run must work) and say what ran out and what to try."""
+        self.result.out_of_memory = True
+        release = getattr(self.settings.services.get("models"), "clear", None)
+        if callable(release):
+            with contextlib.suppress(Exception):  # freeing is best effort; the message below matters more
+                release()
+        gpu = type(error).__name__ == "OutOfMemoryError" or any(w in str(error) for w in ("CUDA", "MPS", "HIP"))
+        where = "the GPU's memory" if gpu else "the computer's memory (RAM)"
+        return (f"out of memory: this node needed more than {where} had free; the loaded models were freed. Try a "
+                "smaller image or batch, fp16 precision (Settings), fewer models in one graph"
+                + (", or the CPU" if gpu else ", or closing other programs"))
+
     def _cancelled(self, node_id: str | None) -> None:
         self.result.status = "cancelled"
         self.emit(RunCancelled(self.result.run_id, node_id))
@@ -238,6 +254,8 @@ class RunState:
     def _fail(self, step: PlannedNode, error: BaseException) -> None:
         if isinstance(error, NodeError):
             message, details = str(error), ""
+        elif out_of_memory(error):
+            message, details = self._out_of_memory(error), ""
         else:
             message = f"{type(error).__name__}: {error}"
             details = "".join(traceback.format_exception(error))
@@ -260,3 +278,13 @@ def checked_outputs(node_def: NodeDef, outputs: Any) -> Mapping[str, Any]:
         raise TypeError(f"{node_def.type}.run returned outputs {sorted(outputs)}, declared "
                         f"{[spec.name for spec in node_def.outputs]}")
     return dict(outputs)
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` means memory ran out: Python's MemoryError, torch's OutOfMemoryError (CUDA), or an allocator's
+    RuntimeError saying so (CPU "DefaultCPUAllocator: can't allocate", MPS/HIP "out of memory"). Duck-typed: the
+    engine does not import torch."""
+    if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

@@ -171,3 +171,52 @@ def test_preflight_problems_make_the_run_invalid_before_any_node_runs(executor, 
     assert seen == [["c", "f", "n"], ["c", "n"]]
     wf.add_node("Collect", "orphan")  # a validation problem: preflight is not asked at all
     assert executor.run(wf).status == "invalid" and len(seen) == 2
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named as torch.cuda's (the engine recognises it by name: it does not import torch)."""
+
+
+@pytest.mark.parametrize(("error", "where"), [
+    (MemoryError(), "(RAM)"),
+    (OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "GPU"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 9663676416 bytes"), "(RAM)"),
+])
+def test_out_of_memory_is_one_clear_message_frees_the_models_and_the_next_run_works(registry, error, where):
+    freed, raised = [], []
+
+    class Models:
+        def clear(self):
+            freed.append(True)
+
+    @node(type="Greedy", display_name="Greedy", category="test", description="Runs out of memory once.",
+          inputs=[Input.link("value", PortType.INT)], outputs=[Output("VALUE", PortType.INT)])
+    def greedy(ctx, value):
+        if not raised:
+            raised.append(True)
+            raise error
+        return {"VALUE": value}
+
+    registry.register(greedy)
+    wf = Workflow()
+    wf.add_node("Number", "n", inputs={"value": 2})
+    wf.add_node("Greedy", "g")
+    wf.add_node("Collect", "c")
+    wf.connect("n", "VALUE", "g", "value")
+    wf.connect("g", "VALUE", "c", "value")
+    executor = Executor(registry)
+    settings = RunSettings(services={"models": Models()})
+    first = executor.run(wf, settings=settings)
+    assert (first.status, first.failed_node, first.out_of_memory, first.details) == ("failed", "g", True, "")
+    assert first.message.startswith("out of memory:") and where in first.message and "smaller image" in first.message
+    assert freed == [True]
+    second = executor.run(wf, settings=settings)
+    assert second.status == "finished" and not second.out_of_memory
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(registry):
+    from nodegraph.engine.run import out_of_memory
+
+    assert not out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    assert not out_of_memory(ValueError("out of memory"))  # only allocators' RuntimeErrors say it
