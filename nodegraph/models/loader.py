@@ -17,7 +17,7 @@ from typing import Any
 
 from nodegraph.models import arch
 from nodegraph.models.configs import load_config, load_tokenizer
-from nodegraph.models.errors import IncompleteModelError, ModelError
+from nodegraph.models.errors import CorruptModelError, IncompleteModelError, ModelError
 from nodegraph.models.families import Family, get_family
 from nodegraph.models.identify import ModelInfo, identify
 from nodegraph.models.offline import import_diffusers, import_torch, import_transformers
@@ -51,6 +51,7 @@ def load_checkpoint(path: str | Path, *, prediction: str | None = None, dtype: A
         raise ModelError(path, info.unsupported or f"unrecognised checkpoint ({'; '.join(info.notes)})")
     family = get_family(info.family)
     checkpoint = unwrap_state_dict(load_state_dict(path))
+    _require_float_weights(path, checkpoint)
     shapes = {name: tuple(t.shape) for name, t in checkpoint.items() if hasattr(t, "shape")}
     unet = _load_unet(path, family, checkpoint, shapes, dtype)
     vae = None
@@ -62,6 +63,25 @@ def load_checkpoint(path: str | Path, *, prediction: str | None = None, dtype: A
                                                                             name.replace("text_encoder", "tokenizer"))
                   for name in family.text_encoders}
     return LoadedCheckpoint(info, family, unet, vae, encoders, tokenizers, load_config(family.name, "scheduler"))
+
+
+#: Integer tensors a checkpoint may legitimately hold (token positions, batch-norm counters).
+_INTEGER_TENSORS = ("position_ids", "num_batches_tracked")
+
+
+def _require_float_weights(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Refuse, in one line, a checkpoint whose weights are not floating-point numbers (a damaged or foreign file:
+    loading it would fail once per layer). Reads dtypes only."""
+    wrong = [name for name, tensor in checkpoint.items()
+             if hasattr(tensor, "is_floating_point") and not tensor.is_floating_point()
+             and not name.endswith(_INTEGER_TENSORS) and name.startswith(("model.diffusion_model.",
+                                                                          "first_stage_model.", "cond_stage_model.",
+                                                                          "conditioner."))]
+    if wrong:
+        example = wrong[0] if len(wrong[0]) <= 80 else wrong[0][:79] + "…"
+        raise CorruptModelError(path, f"{len(wrong)} of its weights are not floating-point numbers (e.g. {example}: "
+                                      f"{str(checkpoint[wrong[0]].dtype).removeprefix('torch.')}): a damaged or "
+                                      "foreign file")
 
 
 def load_diffusers_folder(path: str | Path, *, dtype: Any = None) -> LoadedCheckpoint:

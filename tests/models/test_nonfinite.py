@@ -77,3 +77,12 @@ def test_nan_weights_in_the_checkpoint_stop_the_sampler_at_the_first_step(tiny):
 def test_a_decoded_image_with_nan_is_an_error_not_a_black_image(tiny):
     with pytest.raises(NodeError, match="would be black"):
         decode_latents(tiny.vae, torch.full((1, 4, 8, 8), float("nan")))
+
+
+def test_a_checkpoint_with_integer_weights_is_one_clear_refusal(sd1_path, tmp_path):
+    """(It printed one error per layer: 210 KB.)"""
+    spoiled = _spoiled(sd1_path, tmp_path, None, dtype=torch.int32,
+                       name="model.diffusion_model.input_blocks.0.0.weight")
+    with pytest.raises(CorruptModelError, match="not floating-point numbers") as caught:
+        load_checkpoint(spoiled)
+    assert len(str(caught.value)) < 300 and spoiled.name in str(caught.value)
