@@ -5,8 +5,10 @@ Import torch, diffusers and transformers only through these helpers (or after ca
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import warnings
 from types import ModuleType
 
 _OFFLINE_ENV = {
@@ -40,11 +42,16 @@ def import_torch() -> ModuleType:
 
 
 def import_diffusers() -> ModuleType:
-    """diffusers, imported offline, logging only errors (its dtype-cast advice is noise for our single-file loads)."""
+    """diffusers, imported offline, logging only errors (its dtype-cast advice is noise for our single-file loads),
+    and peft's adapter warnings silenced: a LoRA that does not fit printed hundreds of lines before our one-line
+    refusal. ``NODEGRAPH_DEBUG=1`` keeps all of them."""
     ensure_offline()
     import diffusers
 
-    diffusers.utils.logging.set_verbosity_error()
+    if not os.environ.get("NODEGRAPH_DEBUG"):
+        diffusers.utils.logging.set_verbosity_error()
+        logging.getLogger("peft").setLevel(logging.ERROR)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"peft(\.|$)")
     return diffusers
 
 
@@ -53,5 +60,6 @@ def import_transformers() -> ModuleType:
     ensure_offline()
     import transformers
 
-    transformers.utils.logging.set_verbosity_error()
+    if not os.environ.get("NODEGRAPH_DEBUG"):
+        transformers.utils.logging.set_verbosity_error()
     return transformers
