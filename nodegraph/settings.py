@@ -59,8 +59,12 @@ class AppSettings:
 
     @classmethod
     def load(cls, folder: Path | None = None) -> AppSettings:
-        """Read the settings (defaults when there is no file yet; damaged values become defaults, with a problem)."""
+        """Read the settings (defaults when there is no file yet; damaged values become defaults, with a problem).
+        Temporary files left by a settings save that was killed are removed first."""
+        from nodegraph.core.workflow_io import remove_stale_temp_files
+
         path = (folder or config_dir()) / SETTINGS_FILE
+        remove_stale_temp_files(path.parent)
         if not path.is_file():
             return cls()
         try:

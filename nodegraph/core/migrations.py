@@ -14,6 +14,7 @@ from typing import Any
 from nodegraph.core.errors import WorkflowError
 from nodegraph.core.graph import Workflow
 from nodegraph.core.registry import NodeRegistry
+from nodegraph.core.validate import shorten, shorten_text
 
 #: The format version this build writes.
 CURRENT_VERSION = 1
@@ -34,7 +35,7 @@ def _v0_to_v1(doc: dict[str, Any]) -> dict[str, Any]:
         if node.get("bypass") is True:
             entry["mode"] = "bypass"
         if node["id"] in nodes:
-            raise WorkflowError(f"node id {node['id']!r} appears twice", where)
+            raise WorkflowError(f"node id {shorten(node['id'])} appears twice", where)
         nodes[node["id"]] = entry
     links_in = doc.get("links", [])
     if not isinstance(links_in, list):
@@ -60,10 +61,10 @@ def migrate(doc: dict[str, Any]) -> dict[str, Any]:
         raise WorkflowError("expected an integer format version", "version")
     if version > CURRENT_VERSION:
         raise WorkflowError(
-            f"this workflow was saved by a newer nodegraph (format version {version}); this build reads versions "
-            f"up to {CURRENT_VERSION}: update nodegraph to open it", "version")
+            f"this workflow was saved by a newer nodegraph (format version {shorten(version)}); this build reads "
+            f"versions up to {CURRENT_VERSION}: update nodegraph to open it", "version")
     if version < min(MIGRATIONS, default=CURRENT_VERSION):
-        raise WorkflowError(f"format version {version} is not a version nodegraph ever wrote", "version")
+        raise WorkflowError(f"format version {shorten(version)} is not a version nodegraph ever wrote", "version")
     while version < CURRENT_VERSION:
         doc = MIGRATIONS[version](doc)
         version += 1
@@ -84,8 +85,8 @@ def upgrade_node_versions(workflow: Workflow, registry: NodeRegistry) -> list[st
         try:
             node.inputs = node_def.upgrade_inputs(node.inputs, node.type_version)
         except Exception as error:  # an upgrader is pack code: its failure names the node instead of crashing
-            raise WorkflowError(f"cannot upgrade from version {node.type_version}: {error}",
-                                f"nodes.{node.id}") from error
+            raise WorkflowError(f"cannot upgrade from version {shorten(node.type_version)}: "
+                                f"{shorten_text(str(error))}", f"nodes.{shorten_text(node.id)}") from error
         node.type_version = node_def.version
         upgraded.append(node.id)
     return upgraded

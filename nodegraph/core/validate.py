@@ -6,6 +6,7 @@ for a bad workflow: problems are data.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,10 +14,50 @@ from nodegraph.core.graph import Workflow
 from nodegraph.core.registry import NodeRegistry
 from nodegraph.core.schema import InputSpec, NodeDef
 from nodegraph.core.topology import Unresolvable, find_cycles, resolve_source
-from nodegraph.core.types import literal_type_problem, types_compatible
+from nodegraph.core.types import PortType, literal_type_problem, types_compatible
 
 #: ``file_check(spec, value) -> message | None``: says why a file-naming literal does not name a usable file.
 FileCheck = Callable[[InputSpec, str], "str | None"]
+
+#: How many characters of a user value a message quotes.
+SHOWN_CHARS = 80
+#: Integers wider than this many bits do not fit a float (nor, far beyond, Python's int-to-text limit).
+_MAX_NUMBER_BITS = 1023
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlong = 3, SHOWN_CHARS, SHOWN_CHARS, 40
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
+
+
+def shorten(value: object, limit: int = SHOWN_CHARS) -> str:
+    """The repr of a user value for a message, at most about `limit` characters: a 10 MB string, a 5,000-digit integer
+    or a list nested 10,000 deep is quoted by its start and its size, never in full (and never raises)."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else f"{value[:limit // 2]!r}… ({len(value)} characters)"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 3 * limit:
+        return f"{'-' if value < 0 else ''}an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+    try:
+        text = _repr.repr(value)
+    except Exception:  # a value given through the Python API may have any __repr__
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def shorten_text(text: str, limit: int = SHOWN_CHARS) -> str:
+    """`text` unquoted (a name inside a longer message or JSON path), cut like :func:`shorten` cuts it."""
+    return text if len(text) <= limit else f"{text[:limit // 2]}… ({len(text)} characters)"
+
+
+def _shortened(message: str, value: object) -> str:
+    """`message` with a long user value it quotes (as repr or as is) replaced by its shortened form."""
+    if isinstance(value, str):
+        if len(value) <= SHOWN_CHARS:
+            return message
+        return message.replace(repr(value), shorten(value)).replace(value, shorten_text(value))
+    if isinstance(value, int) and not isinstance(value, bool) and (
+            3 * SHOWN_CHARS < value.bit_length() <= _MAX_NUMBER_BITS):  # wider ones are refused before (_too_large)
+        return message.replace(repr(value), shorten(value))
+    return message
 
 
 @dataclass(frozen=True)
@@ -36,9 +77,9 @@ class Problem:
     def __str__(self) -> str:
         where = []
         if self.node_id is not None:
-            where.append(f"node {self.node_id!r}")
+            where.append(f"node {shorten(self.node_id)}")
         if self.port is not None:
-            where.append(f"port {self.port!r}")
+            where.append(f"port {shorten(self.port)}")
         return f"{', '.join(where)}: {self.message}" if where else self.message
 
 
@@ -53,16 +94,16 @@ def validate(workflow: Workflow, registry: NodeRegistry, *, file_check: FileChec
     for node in workflow:
         node_def = registry.get(node.type)
         if node_def is None:
-            message = (f"ComfyUI node type {node.type!r} has no nodegraph equivalent (kept as a placeholder with its "
-                       f"values and links; replace it or install a node pack that provides it)"
+            message = (f"ComfyUI node type {shorten(node.type)} has no nodegraph equivalent (kept as a placeholder "
+                       f"with its values and links; replace it or install a node pack that provides it)"
                        if "comfyui" in node.extra else
-                       f"unknown node type {node.type!r} (is its node pack installed?)")
+                       f"unknown node type {shorten(node.type)} (is its node pack installed?)")
             problems.append(Problem("unknown_type", message, node.id))
             continue
         if node.type_version is not None and node.type_version > node_def.version:
             problems.append(Problem(
-                "newer_version", f"saved by version {node.type_version} of {node.type}; this build has version "
-                f"{node_def.version}: update nodegraph or its node pack", node.id))
+                "newer_version", f"saved by version {shorten(node.type_version)} of {node.type}; this build has "
+                f"version {node_def.version}: update nodegraph or its node pack", node.id))
         literal_problems = _literal_problems(workflow, node.id, node_def, file_check)
         problems += literal_problems
         if node_def.check is not None and not literal_problems:
@@ -85,20 +126,31 @@ def _literal_problems(workflow: Workflow, node_id: str, node_def: NodeDef,
     for name, value in node.inputs.items():
         spec = node_def.input(name)
         if spec is None:
-            problems.append(Problem("unknown_input", f"{node.type} has no input {name!r}", node_id, name))
+            problems.append(Problem("unknown_input", f"{node.type} has no input {shorten(name)}", node_id, name))
         elif name in linked:
             continue  # a link overrides the literal; the literal is kept for when the link is removed
         elif not spec.is_literal:
             problems.append(Problem("wrong_type", f"takes a {spec.type} link, not a literal value", node_id, name))
         elif value is None and spec.optional:
             continue
+        elif why := _too_large(spec, value):
+            problems.append(Problem("out_of_range", why, node_id, name))
         elif why := spec.check_value(value):
             code = ("wrong_type" if literal_type_problem(spec.type, value) else
                     "invalid_choice" if spec.choices else "out_of_range")
-            problems.append(Problem(code, why, node_id, name))
+            problems.append(Problem(code, _shortened(why, value), node_id, name))
         elif file_check is not None and spec.file_kind and value and (why := file_check(spec, value)):
-            problems.append(Problem("missing_file", why, node_id, name))
+            problems.append(Problem("missing_file", _shortened(why, value), node_id, name))
     return problems
+
+
+def _too_large(spec: InputSpec, value: object) -> str | None:
+    """Why a number is too large for a numeric input: an integer that no float can hold (the FLOAT checks and the
+    run convert to float, and a message could not even print it in full)."""
+    if (spec.type in (PortType.INT, PortType.FLOAT) and isinstance(value, int) and not isinstance(value, bool)
+            and value.bit_length() > _MAX_NUMBER_BITS):
+        return f"{shorten(value)} is too large"
+    return None
 
 
 def _check_hook_problems(workflow: Workflow, node_id: str, node_def: NodeDef) -> list[Problem]:
@@ -117,11 +169,12 @@ def _link_problems(workflow: Workflow, registry: NodeRegistry) -> list[Problem]:
     for link in workflow.links:
         source, target = workflow.nodes.get(link.from_node), workflow.nodes.get(link.to_node)
         if target is None:
-            problems.append(Problem("missing_node", f"links to node {link.to_node!r}, which does not exist",
+            problems.append(Problem("missing_node", f"links to node {shorten(link.to_node)}, which does not exist",
                                     link.from_node if source else None, link.from_output if source else None))
             continue
         if source is None:
-            problems.append(Problem("missing_node", f"linked from node {link.from_node!r}, which does not exist",
+            problems.append(Problem("missing_node", f"linked from node {shorten(link.from_node)}, which does not "
+                                                    "exist",
                                     link.to_node, link.to_input))
             continue
         key = (link.to_node, link.to_input)
@@ -132,13 +185,14 @@ def _link_problems(workflow: Workflow, registry: NodeRegistry) -> list[Problem]:
         out_spec = source_def.output(link.from_output) if source_def else None
         in_spec = target_def.input(link.to_input) if target_def else None
         if source_def and out_spec is None:
-            problems.append(Problem("missing_port", f"linked from output {link.from_output!r} of node "
-                                    f"{link.from_node!r} ({source.type}), which has no such output", *key))
+            problems.append(Problem("missing_port", f"linked from output {shorten(link.from_output)} of node "
+                                    f"{shorten(link.from_node)} ({source.type}), which has no such output", *key))
         if target_def and in_spec is None:
-            problems.append(Problem("missing_port", f"{target.type} has no input {link.to_input!r}", *key))
+            problems.append(Problem("missing_port", f"{target.type} has no input {shorten(link.to_input)}", *key))
         if out_spec and in_spec and not types_compatible(out_spec.type, in_spec.type):
-            problems.append(Problem("type_mismatch", f"expects {in_spec.type}, but output {link.from_output!r} of "
-                                    f"node {link.from_node!r} gives {out_spec.type}", *key))
+            problems.append(Problem("type_mismatch", f"expects {in_spec.type}, but output "
+                                    f"{shorten(link.from_output)} of node {shorten(link.from_node)} gives "
+                                    f"{out_spec.type}", *key))
     return problems
 
 
@@ -147,7 +201,8 @@ def _cycle_problems(workflow: Workflow) -> list[Problem]:
     for link in workflow.links:
         if link.from_node in edges and link.to_node in edges:
             edges[link.from_node].append(link.to_node)
-    return [Problem("cycle", "these links form a cycle: " + " -> ".join(cycle), cycle[0])
+    return [Problem("cycle", "these links form a cycle: " + " -> ".join(map(shorten_text, cycle)),
+                    cycle[0])
             for cycle in find_cycles(workflow.nodes, edges)]
 
 

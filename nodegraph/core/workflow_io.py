@@ -8,11 +8,14 @@ changed one diffs cleanly in git. Saving is atomic: a crash mid-save never leave
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
-import tempfile
+import secrets
+import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from nodegraph.core.errors import WorkflowError
 from nodegraph.core.graph import Link, NodeInstance, Workflow, link_sort_key, natural_key
 from nodegraph.core.migrations import CURRENT_VERSION, migrate
 from nodegraph.core.schema import NODE_MODES
+from nodegraph.core.validate import shorten, shorten_text
 
 FORMAT_NAME = "nodegraph-workflow"
 _NODE_KEYS = ("type", "type_version", "title", "mode", "inputs", "ui")
@@ -34,7 +38,7 @@ def parse_json(text: str) -> Any:
         result: dict[str, Any] = {}
         for key, value in pairs:
             if key in result:
-                raise WorkflowError(f"key {key!r} appears twice in one object")
+                raise WorkflowError(f"key {shorten(key)} appears twice in one object")
             result[key] = value
         return result
 
@@ -44,12 +48,13 @@ def parse_json(text: str) -> Any:
     def finite_float(literal: str) -> float:
         value = float(literal)
         if not math.isfinite(value):
-            raise WorkflowError(f"the number {literal} is too large")
+            raise WorkflowError(f"the number {shorten_text(literal)} is too large")
         return value
 
     def bounded_int(literal: str) -> int:
-        if len(literal) > 1000:
-            raise WorkflowError(f"an integer of {len(literal)} digits is too large")
+        digits = len(literal.lstrip("-"))
+        if digits > _MAX_INT_DIGITS:
+            raise WorkflowError(f"an integer of {digits} digits is too large")
         return int(literal)
 
     try:
@@ -101,6 +106,10 @@ def from_document(doc: Any) -> Workflow:
 
 
 _MAX_DEPTH = 64
+#: Integers of more digits are refused, read from text or given as Python values (int() and str() of such numbers
+#: are slow, and str() fails beyond 4300 digits).
+_MAX_INT_DIGITS = 1000
+_INT_LIMIT = 10**_MAX_INT_DIGITS
 
 
 def _check_json(value: Any, where: str, depth: int = 0) -> None:
@@ -110,20 +119,22 @@ def _check_json(value: Any, where: str, depth: int = 0) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise WorkflowError(f"key {key!r} is not a string", where or None)
-            _check_json(item, f"{where}.{key}" if where else key, depth + 1)
+                raise WorkflowError(f"key {shorten(key)} is not a string", where or None)
+            _check_json(item, f"{where}.{shorten_text(key)}" if where else shorten_text(key), depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_json(item, f"{where}[{index}]", depth + 1)
     elif isinstance(value, float) and not math.isfinite(value):
         raise WorkflowError("numbers must be finite", where or None)
+    elif isinstance(value, int) and abs(value) >= _INT_LIMIT:
+        raise WorkflowError(f"an integer of more than {_MAX_INT_DIGITS} digits is too large", where or None)
     elif value is not None and not isinstance(value, (bool, int, float, str)):
         raise WorkflowError(f"{type(value).__name__} is not a JSON value", where or None)
 
 
 def _not_a_workflow_reason(doc: dict[str, Any]) -> str:
     if "format" in doc:
-        return f"unknown format {doc['format']!r}: expected {FORMAT_NAME!r}"
+        return f"unknown format {shorten(doc['format'])}: expected {FORMAT_NAME!r}"
     if isinstance(doc.get("nodes"), list) and "links" in doc:
         return ("this looks like a ComfyUI workflow (UI format), not a nodegraph workflow: open it with File > "
                 "Import, or convert it with `nodegraph import FILE`")
@@ -140,7 +151,7 @@ def _expect(value: Any, kind: type, where: str, what: str) -> Any:
 
 
 def _read_node(node_id: Any, entry: Any) -> NodeInstance:
-    where = f"nodes.{node_id}"
+    where = f"nodes.{shorten_text(node_id)}"
     if not node_id:
         raise WorkflowError("a node id must not be empty", "nodes")
     entry = _expect(entry, dict, where, "an object")
@@ -153,7 +164,7 @@ def _read_node(node_id: Any, entry: Any) -> NodeInstance:
         raise WorkflowError("expected a string", f"{where}.title")
     mode = entry.get("mode", "normal")
     if mode not in NODE_MODES:
-        raise WorkflowError(f"expected one of {', '.join(NODE_MODES)}, got {mode!r}", f"{where}.mode")
+        raise WorkflowError(f"expected one of {', '.join(NODE_MODES)}, got {shorten(mode)}", f"{where}.mode")
     ui = _expect(entry.get("ui", {}), dict, f"{where}.ui", "an object")
     type_version = entry.get("type_version")
     if type_version is not None and (isinstance(type_version, bool) or not isinstance(type_version, int)
@@ -245,16 +256,86 @@ def save(workflow: Workflow, path: str | Path) -> None:
     write_text_atomic(Path(path), text)
 
 
+# Temporary files of a save: ".<target name>.<8 random characters>.tmp" next to the target's real path.
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+STALE_TEMP_AGE_S = 30.0  # a leftover this old belongs to a killed save, never to one still running
+
+
+def _temp_name(name: str) -> str:
+    return f".{name}.{secrets.token_hex(4)}.tmp"
+
+
+def remove_stale_temp_files(folder: str | Path, older_than_s: float = STALE_TEMP_AGE_S,
+                            name: str | None = None) -> list[Path]:
+    """Delete the temporary files that saves killed mid-write left in `folder` (only our name pattern, only regular
+    files older than `older_than_s`, so a save running now is never touched; only those of target `name` if given).
+    Returns the removed paths; a missing or unreadable folder removes nothing."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _TEMP_NAME.fullmatch(entry.name)
+        if match is None or (name is not None and match["name"] != name):
+            continue
+        try:
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or now - info.st_mtime < older_than_s:
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable; skipped where folders cannot be opened (Windows) or synced."""
+    if os.name == "nt":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one step: readers see the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Replace `path` with `text` in one step: readers see the old file or the new one, never a mix, and a crash
+    loses neither. A symlink stays a symlink (its target gets the text); the file keeps its permission bits (a new
+    one gets the umask's default); file and folder are fsynced; stale temporary files of this target are removed."""
+    real = Path(os.path.realpath(path))
+    real.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode: int | None = stat.S_IMODE(os.stat(real).st_mode)
+    except FileNotFoundError:
+        mode = None
+    remove_stale_temp_files(real.parent, name=real.name)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = real.parent / _temp_name(real.name)
+        try:
+            # 0o600 until fchmod when replacing a file (never more open than it was); else 0o666 less the umask
+            fd = os.open(tmp, flags, 0o600 if mode is not None else 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if mode is not None:
+            with contextlib.suppress(OSError):  # a file system without permission bits: the save matters more
+                os.chmod(tmp, mode)
+        os.replace(tmp, real)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+    _fsync_folder(real.parent)

@@ -26,7 +26,7 @@ from nodegraph.gui.lifecycle import watch_window
 from nodegraph.gui.palette import install_node_tools
 from nodegraph.gui.properties import apply_seed_controls
 from nodegraph.gui.recent_files import RecentFilesMenu
-from nodegraph.gui.recovery import Recovery, RecoveryInfo
+from nodegraph.gui.recovery import Recovery, RecoveryInfo, can_show_restore_offer
 from nodegraph.gui.run_view import RunFeedback
 from nodegraph.gui.settings_dialog import SettingsDialog
 from nodegraph.gui.status_bar import StatusInfo
@@ -446,18 +446,23 @@ class MainWindow(QtWidgets.QMainWindow):
             self.feedback.run_started()
             self._start_next()
 
-    def ask_restore(self, info: RecoveryInfo) -> bool:
-        """Ask whether to restore work left by a session that did not close cleanly (tests monkeypatch this)."""
-        if QtWidgets.QApplication.platformName() == "offscreen":
-            return False  # nobody to ask
+    def ask_restore(self, info: RecoveryInfo) -> bool | None:
+        """Ask whether to restore work left by a session that did not close cleanly: True to restore, False to
+        discard, None when nobody could see the offer (offscreen) or it was closed unanswered, so the work is kept
+        for the next start (tests monkeypatch this)."""
+        if not can_show_restore_offer():
+            return None
         name = info.path.name if info.path else "an untitled workflow"
         box = QtWidgets.QMessageBox(QtWidgets.QMessageBox.Icon.Question, APP_NAME,
                                     f"{APP_NAME} did not close cleanly last time. Restore the unsaved work on {name}?",
                                     parent=self)
         restore = box.addButton("Restore", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
-        box.addButton("Discard", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+        discard = box.addButton("Discard", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
         box.exec()
-        return box.clickedButton() is restore
+        clicked = box.clickedButton()
+        if clicked is restore:
+            return True
+        return False if clicked is discard else None  # closed unanswered: keep the work for the next start
 
     def ask_save_changes(self) -> str:
         """Ask what to do with unsaved changes before they would be lost: "save", "discard" or "cancel" (tests

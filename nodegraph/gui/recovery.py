@@ -8,7 +8,8 @@ Each window session owns, in ``app_home()/recovery``:
 - ``<session>.meta.json``: the file the work belongs to (or null when untitled) and when it was saved.
 
 At start, recovery files whose session is no longer alive (its process is gone, or, in this process, its window
-was destroyed without a clean close) are offered for restore.
+was destroyed without a clean close) are offered for restore. They are only deleted once the user answered that
+offer in a window they could see; a start that cannot show it (offscreen, minimal) keeps them for the next one.
 """
 
 from __future__ import annotations
@@ -24,16 +25,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PySide6 import QtCore
+from PySide6 import QtCore, QtGui
 
 from nodegraph.core.errors import WorkflowError
-from nodegraph.core.workflow_io import dumps, loads, write_text_atomic
+from nodegraph.core.workflow_io import dumps, loads, remove_stale_temp_files, write_text_atomic
 from nodegraph.paths import app_home
 
 DEFAULT_INTERVAL_S = 60.0
 
 # sessions of this process that are open now (weak: a window dropped without closing counts as dead)
 _LIVE: weakref.WeakValueDictionary[str, Recovery] = weakref.WeakValueDictionary()
+
+
+# Qt platforms that show nothing to a user: an offer made there could never be answered by one.
+HEADLESS_PLATFORMS = frozenset({"offscreen", "minimal", "minimalegl"})
+
+
+def can_show_restore_offer() -> bool:
+    """Whether this start can show the restore offer to a user: a running GUI application on a platform with a
+    screen (not offscreen or minimal). When False, a crashed session's work must be kept, not discarded."""
+    app = QtGui.QGuiApplication.instance()
+    if app is None:
+        return False
+    return QtGui.QGuiApplication.platformName() not in HEADLESS_PLATFORMS and QtGui.QGuiApplication.primaryScreen() \
+        is not None
 
 
 def recovery_dir() -> Path:
@@ -141,7 +156,8 @@ def discard_recovery(info: RecoveryInfo) -> None:
 
 class Recovery(QtCore.QObject):
     """The autosave of one window. `window` needs ``modified``, ``path``, ``adapter`` (``to_workflow``, ``load``,
-    ``undo_stack``) and ``ask_restore(info) -> bool``. Owned by the window (its Qt parent), as is the timer."""
+    ``undo_stack``) and ``ask_restore(info) -> bool | None`` (True: restore, False: discard, None: the offer could
+    not be shown or was not answered, so the files stay). Owned by the window (its Qt parent), as is the timer."""
 
     def __init__(self, window: Any, interval_s: float = DEFAULT_INTERVAL_S, folder: Path | None = None):
         super().__init__(window)
@@ -163,7 +179,8 @@ class Recovery(QtCore.QObject):
         self.timer.setInterval(max(1, int(seconds * 1000)))
 
     def start(self) -> None:
-        """Write the session marker and start the timer."""
+        """Write the session marker and start the timer; temporary files of killed autosaves are removed first."""
+        remove_stale_temp_files(self.folder)
         with contextlib.suppress(OSError):  # a read-only data folder: no crash safety, but the app still works
             write_text_atomic(self.lock_file, json.dumps({"pid": os.getpid(), "started": time.time()}) + "\n")
         _LIVE[self.session] = self
@@ -201,14 +218,18 @@ class Recovery(QtCore.QObject):
 
     def offer_restore(self) -> bool:
         """Offer each left-behind recovery (newest first) through ``window.ask_restore``; restore the first accepted
-        one into the window (modified, keeping its original path) and discard the declined ones. True if restored."""
+        one into the window (modified, keeping its original path) and discard the declined ones. An offer that could
+        not be shown or was left unanswered stops here and keeps the rest for the next start. True if restored."""
         for info in pending_recoveries(self.folder):
             try:
                 workflow = info.load_workflow()
             except (OSError, WorkflowError, ValueError):
                 discard_recovery(info)
                 continue
-            if not self.window.ask_restore(info):
+            answer = self.window.ask_restore(info)
+            if answer is None:
+                return False
+            if not answer:
                 discard_recovery(info)
                 continue
             self.restore(info, workflow)

@@ -11,12 +11,16 @@ EasyNegative is often shipped that way) is listed and resolved as an embedding, 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nodegraph.core.schema import InputSpec
+from nodegraph.core.types import describe_value
+from nodegraph.core.validate import shorten
 from nodegraph.models.embeddings import EMBEDDING_IMAGE_SUFFIXES, png_embedding_text
 from nodegraph.models.errors import ModelNotFoundError
 from nodegraph.models.safe_load import MODEL_SUFFIXES
@@ -36,6 +40,9 @@ KIND_FOLDERS: dict[str, tuple[str, ...]] = {
 MISFILED: dict[str, str] = {"loras": "embeddings"}
 #: Only files up to this size are looked into (embeddings are kilobytes; LoRAs are megabytes).
 MISFILED_MAX_BYTES = 4 * 1024 * 1024
+#: The longest file name (one path part) and whole path, in bytes, that file systems accept.
+NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 4096
 #: ComfyUI's extra_model_paths.yaml keys that map onto our kinds.
 _YAML_KEYS = {"checkpoints": "checkpoints", "loras": "loras", "vae": "vae", "embeddings": "embeddings",
               "hypernetworks": "hypernetworks", "upscale_models": "upscale_models", "controlnet": "controlnet"}
@@ -73,7 +80,7 @@ class ModelFolders:
         seen: set[Path] = set()
         result = []
         for folder in candidates:
-            if folder.is_dir():
+            if _is_dir(folder):
                 key = folder.resolve()
                 if key not in seen:
                     seen.add(key)
@@ -85,20 +92,32 @@ class ModelFolders:
         found in LoRA folders are listed as embeddings and not as LoRAs (see :func:`found_in`)."""
         names: dict[str, None] = {}
         for folder in self.folders(kind):
-            for path in sorted(folder.rglob("*")):
+            for path in _entries(folder):
                 if _is_model(path, kind) and not (kind in MISFILED and _content_kind(path) == MISFILED[kind]):
                     names[path.relative_to(folder).as_posix()] = None
         for other, content in MISFILED.items():
             if content == kind:
                 for folder in self.folders(other):
-                    for path in sorted(folder.rglob("*")):
+                    for path in _entries(folder):
                         if _is_model(path, other) and _content_kind(path) == kind:
                             names.setdefault(path.relative_to(folder).as_posix(), None)
         return sorted(names, key=str.lower)
 
     def resolve(self, kind: str, name: str) -> Path:
-        """The file for a model name (or an absolute path); ModelNotFoundError listing the folders searched."""
-        candidate = Path(name).expanduser()
+        """The file for a model name (or an absolute path); ModelNotFoundError listing the folders searched, or saying
+        why `name` (a user value: any JSON type, any length) cannot name a file at all."""
+        why = name_problem(name)
+        if why:
+            raise ModelNotFoundError(None, why)
+        try:
+            return self._resolve(kind, name)
+        except OSError as error:  # e.g. a folder on the way that cannot be read
+            raise ModelNotFoundError(Path(name), f"cannot be looked up ({error.strerror or error})") from None
+
+    def _resolve(self, kind: str, name: str) -> Path:
+        candidate = Path(name)
+        with contextlib.suppress(RuntimeError):  # "~user/…", a user with no known home: a relative name, not found
+            candidate = candidate.expanduser()
         if candidate.is_absolute():
             if candidate.exists():
                 return candidate
@@ -131,7 +150,50 @@ class ModelFolders:
         return None
 
 
+def name_problem(name: object) -> str | None:
+    """Why a user-given model name cannot name a file on any file system (not a string, empty, a NUL character, not
+    encodable, a part over 255 bytes, over 4096 bytes in all), or None; checked before any path operation."""
+    if not isinstance(name, str):
+        return f"expected a model name (a string), got {describe_value(name)}"
+    if not name:
+        return "the model name is empty"
+    if "\0" in name:
+        return f"{shorten(name)} is not a valid file name (it holds a NUL character)"
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeError:
+        return f"{shorten(name)} is not a valid file name (it cannot be encoded)"
+    parts = encoded.replace(b"\\", b"/").split(b"/")
+    if len(encoded) > PATH_MAX_BYTES or any(len(part) > NAME_MAX_BYTES for part in parts):
+        return f"{shorten(name)} is not a valid file name (too long: {len(encoded)} bytes)"
+    return None
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _entries(folder: Path) -> list[Path]:
+    """Everything under `folder`, sorted; a part that cannot be read ends the walk with what was found so far."""
+    found: list[Path] = []
+    with contextlib.suppress(OSError):
+        found.extend(folder.rglob("*"))  # extend keeps what came before an error
+    return sorted(found)
+
+
 def _is_model(path: Path, kind: str) -> bool:
+    try:
+        if not path.exists():  # a dangling symlink, or a symlink loop
+            return False
+        return _is_model_file(path, kind)
+    except (OSError, ValueError):
+        return False
+
+
+def _is_model_file(path: Path, kind: str) -> bool:
     if path.is_dir():  # diffusers folders: a whole pipeline, or one ControlNet model
         return ((kind == "checkpoints" and (path / "model_index.json").is_file())
                 or (kind == "controlnet" and (path / "config.json").is_file()))

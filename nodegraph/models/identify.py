@@ -365,13 +365,11 @@ def _identify_diffusers_folder(path: Path) -> ModelInfo:
     unet_config = path / "unet" / "config.json"
     if not index.is_file() or not unet_config.is_file():
         raise CorruptModelError(path, "a folder that is not a diffusers pipeline (no model_index.json / unet)")
-    try:
-        unet = json.loads(unet_config.read_text(encoding="utf-8"))
-        scheduler_file = path / "scheduler" / "scheduler_config.json"
-        scheduler = json.loads(scheduler_file.read_text(encoding="utf-8")) if scheduler_file.is_file() else {}
-    except (OSError, json.JSONDecodeError) as error:
-        raise CorruptModelError(path, f"unreadable config: {error}") from None
-    family = _CONTEXT_TO_FAMILY.get(unet.get("cross_attention_dim"), "unknown")
+    _read_config(path, index)
+    unet = _read_config(path, unet_config)
+    scheduler_file = path / "scheduler" / "scheduler_config.json"
+    scheduler = _read_config(path, scheduler_file) if scheduler_file.is_file() else {}
+    family = _CONTEXT_TO_FAMILY.get(_cross_attention_dim(unet), "unknown")
     if unet.get("in_channels") == 9:
         family = {"sd1": "sd1-inpaint", "sd2": "sd2-inpaint", "sdxl-base": "sdxl-inpaint"}.get(family, "unknown")
     prediction = "v" if scheduler.get("prediction_type") == "v_prediction" else "epsilon"
@@ -379,7 +377,40 @@ def _identify_diffusers_folder(path: Path) -> ModelInfo:
         family = "sd2-v"
     weights = [p for p in path.rglob("*") if p.suffix in MODEL_SUFFIXES]
     return ModelInfo(path, "diffusers", family, "inpaint" if family.endswith("inpaint") else None, prediction,
-                     "scheduler config", len(weights), (), sum(p.stat().st_size for p in weights))
+                     "scheduler config", len(weights), (), sum(_file_size(p) for p in weights))
+
+
+def _read_config(folder: Path, file: Path) -> dict[str, Any]:
+    """A diffusers JSON config as an object; a CorruptModelError naming the file when it cannot be read, is no UTF-8
+    JSON, is nested absurdly deep, or holds something other than an object (a list, a string)."""
+    where = file.relative_to(folder).as_posix()
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CorruptModelError(folder, f"unreadable config {where}: {error.strerror or error}") from None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)[:200]
+        raise CorruptModelError(folder, f"unreadable config {where}: {reason}") from None
+    if not isinstance(config, dict):
+        raise CorruptModelError(folder, f"unreadable config {where}: expected a JSON object, got "
+                                        f"{type(config).__name__}")
+    return config
+
+
+def _cross_attention_dim(config: Mapping[str, Any]) -> int | None:
+    """The cross-attention width of a UNet or ControlNet config: an integer, or a per-block list of one width;
+    None for anything else (then the family is unknown)."""
+    value = config.get("cross_attention_dim")
+    if isinstance(value, list) and value and all(item == value[0] for item in value):
+        value = value[0]
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # a dangling symlink among the weights: counted as empty, the loader reports it
+        return 0
 
 
 # --- ControlNet ---------------------------------------------------------------------------------------------------
@@ -428,14 +459,14 @@ def _is_controlnet_folder(path: Path) -> bool:
         return False
     try:
         return json.loads(config.read_text(encoding="utf-8")).get("_class_name") == "ControlNetModel"
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return False
 
 
 def _identify_controlnet_folder(path: Path) -> ModelInfo:
     """A diffusers ControlNet folder (``config.json`` naming ControlNetModel, plus its weights)."""
-    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    family = _WIDTH_TO_BASE.get(config.get("cross_attention_dim"), "unknown")
+    config = _read_config(path, path / "config.json")
+    family = _WIDTH_TO_BASE.get(_cross_attention_dim(config), "unknown")
     weights = [p for p in path.iterdir() if p.suffix in MODEL_SUFFIXES]
-    return ModelInfo(path, "controlnet", family, tensors=len(weights), bytes=sum(p.stat().st_size for p in weights),
+    return ModelInfo(path, "controlnet", family, tensors=len(weights), bytes=sum(_file_size(p) for p in weights),
                      format="diffusers", notes=("a diffusers ControlNet folder",))

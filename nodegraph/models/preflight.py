@@ -91,7 +91,8 @@ def _upstream_checkpoint(workflow: Workflow, registry: NodeRegistry, node_id: st
             return None
         node = workflow.nodes[source]
         if node.type == "LoadCheckpoint":
-            return node.inputs.get("ckpt_name")
+            name = node.inputs.get("ckpt_name")
+            return name if isinstance(name, str) and name else None  # other values are validation's to report
         if node.type not in ADDON_NODES:
             return None
         node_id, input_name = source, ADDON_NODES[node.type][2]
