@@ -1,19 +1,22 @@
 """The `nodegraph` command: gui (default), run, validate, import, export, nodes, models, inspect, demo.
 
-Exit codes: 0 success; 2 invalid workflow or usage; 3 a node failed while running; 130 cancelled (Ctrl+C).
-User mistakes print one clear line (or a short list) and no traceback; ``--debug`` shows tracebacks.
+Exit codes: 0 success; 2 invalid workflow or usage (an unknown command included); 3 a node failed while running;
+4 the desktop app cannot start (no display); 130 cancelled (Ctrl+C); 141 standard output was closed early (as by
+``| head``). User mistakes print one clear line (or a short list) and no traceback; ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from nodegraph.build_info import build_info
 from nodegraph.cli import codes
-from nodegraph.core.errors import NodegraphError
 
 COMMANDS = ("gui", "run", "validate", "import", "export", "nodes", "models", "inspect", "demo")
 
@@ -101,14 +104,52 @@ def _add_models_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `nodegraph` command; returns the exit code."""
+    """Entry point of the `nodegraph` command; returns the exit code.
+
+    A closed standard output (``nodegraph models | head``) ends any command quietly with :data:`codes.BROKEN_PIPE`.
+    """
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # a pipe closed early fails here, not in Python's shutdown (which would print a warning)
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return codes.BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device, so Python's final flush cannot fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture): nothing to silence
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
-        argv.insert(0, "gui")  # `nodegraph FILE.json` opens the file in the app
+    position = _command_position(argv)
+    if position is not None and argv[position] not in COMMANDS:
+        word = argv[position]
+        if not Path(word).exists():
+            print(f"nodegraph: error: {_unknown_command(word)}", file=sys.stderr)
+            return codes.INVALID
+        argv.insert(position, "gui")  # `nodegraph FILE.json` opens the file in the app
     parser = build_parser()
     args = parser.parse_args(argv)
     args.debug = getattr(args, "debug", False)
     args.node_pack = getattr(args, "node_pack", [])
+    if args.command in (None, "gui"):
+        missing = no_display()
+        if missing:
+            print(f"nodegraph: {missing}", file=sys.stderr)
+            return codes.NO_DISPLAY
+        from nodegraph.gui import defer_interrupts
+
+        defer_interrupts()  # Ctrl+C while the app starts: no traceback from inside Qt's start-up
+    from nodegraph.core.errors import NodegraphError  # imported late: a Ctrl+C before this has no app to spoil
+
     try:
         if args.command in (None, "gui"):
             from nodegraph.cli.commands import gui_command
@@ -141,9 +182,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("nodegraph: cancelled", file=sys.stderr)
         return codes.CANCELLED
+    except BrokenPipeError:
+        raise  # handled once in main()
     except Exception as error:
         if args.debug:
             traceback.print_exc()
         print(f"nodegraph: internal error: {type(error).__name__}: {error} (run with --debug for the traceback)",
               file=sys.stderr)
         return codes.ERROR
+
+
+def _command_position(argv: list[str]) -> int | None:
+    """Index of the first word that is not a global option (the command or a file), or None."""
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--":
+            return index + 1 if index + 1 < len(argv) else None
+        if not word.startswith("-") or word == "-":
+            return index
+        index += 2 if word == "--node-pack" else 1  # the only global option taking a separate value
+    return None
+
+
+def _unknown_command(word: str) -> str:
+    """The message for a word that is neither a command nor an existing file, with the closest commands."""
+    close = difflib.get_close_matches(word, COMMANDS, n=3, cutoff=0.5)
+    names = [repr(c) for c in close]
+    hint = f"; did you mean {', '.join(names[:-1]) + ' or ' if len(names) > 1 else ''}{names[-1]}?" if close else ""
+    looks_like_file = "/" in word or os.sep in word or Path(word).suffix
+    what = "neither a command nor an existing file" if looks_like_file else "unknown command"
+    return (f"{what}: {word!r}{hint} (commands: {', '.join(COMMANDS)}; `nodegraph FILE` opens an existing "
+            "workflow in the app)")
+
+
+def no_display() -> str | None:
+    """Why the desktop app cannot open a window here (Linux without X11 or Wayland), or None.
+
+    Qt aborts the whole process with a core dump when it finds no display; this check says so in one line first.
+    """
+    if not sys.platform.startswith("linux") or os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return None
+    platforms = [p.split(":")[0].strip() for p in os.environ.get("QT_QPA_PLATFORM", "").split(";") if p.strip()]
+    if platforms and not all(p in ("xcb", "wayland", "wayland-egl") for p in platforms):
+        return None  # offscreen, minimal, vnc, eglfs…: Qt needs no display server
+    return ("no display: the desktop app needs a graphical session (DISPLAY or WAYLAND_DISPLAY is not set); use "
+            "`nodegraph run WORKFLOW` to run a workflow headless, or set QT_QPA_PLATFORM=offscreen")

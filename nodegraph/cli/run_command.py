@@ -126,7 +126,7 @@ def _exit_code(result: RunResult, debug: bool) -> int:
         if debug and result.details:
             print(result.details, file=sys.stderr)
         print(f"nodegraph: node {result.failed_node!r} failed: {result.message}", file=sys.stderr)
-        return codes.NODE_FAILED
+        return codes.OUT_OF_MEMORY if result.out_of_memory else codes.NODE_FAILED
     return codes.OK
 
 

@@ -501,11 +501,14 @@ class MainWindow(QtWidgets.QMainWindow):
 
 def run_app(file: str | None = None) -> int:
     """Create the application and the window, open `file` (or the txt2img starter), and run the event loop."""
+    from nodegraph.gui import replay_interrupt, start_interrupted
     from nodegraph.gui.first_start import maybe_show_first_start
     from nodegraph.gui.theme import apply_theme, prepare_high_dpi
     from nodegraph.packs import create_registry
     from nodegraph.paths import resources_dir
 
+    if start_interrupted():  # Ctrl+C during the imports: no window yet, nothing to save
+        raise KeyboardInterrupt
     prepare_high_dpi()  # before the QApplication exists
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([APP_NAME])
     app.setApplicationName(APP_NAME)
@@ -528,6 +531,7 @@ def run_app(file: str | None = None) -> int:
         available = screen.availableGeometry()
         window.resize(max(1000, int(available.width() * 0.9)), max(700, int(available.height() * 0.9)))
     watch_window(window)  # SIGTERM / Ctrl+C close the window like its close button; smoke-test switches
+    replay_interrupt()  # a Ctrl+C held while starting now closes the window that way
     window.show()
     maybe_show_first_start(window)  # no checkpoint yet: where models go, the user's installs, the demo checkpoint
     return app.exec()

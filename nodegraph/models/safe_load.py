@@ -187,44 +187,184 @@ def load_pickle(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     """Load a ``.ckpt``/``.pt``/``.bin`` file with the weights-only unpickler and the allowlist; refuse anything else.
 
     The globals a file references are listed first without running anything; one outside the allowlist refuses the
-    file with a message naming them.
+    file with a message naming them. Every refusal says in plain words what the file is and why it is refused
+    (empty, zero-filled, truncated, a web page, a pickle feature model files never use); torch's own error text, which
+    suggests the unsafe ``weights_only=False``, is never shown.
     """
     path = Path(path)
     torch = import_torch()
     if not path.is_file():
         raise CorruptModelError(path, "no such file")
+    not_model = _not_a_checkpoint(path)
+    if not_model:
+        raise CorruptModelError(path, not_model)
     if zipfile.is_zipfile(path):
+        protocol, pickled = _zip_pickle(path)
+        if protocol >= 4:
+            _refuse_new_protocol(path, protocol, pickled)
         try:
             found = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-        except Exception as error:
-            raise CorruptModelError(path, f"not a readable PyTorch file: {error}") from None
+        except Exception:
+            raise CorruptModelError(path, "a damaged PyTorch checkpoint: its zip archive cannot be read "
+                                          "(truncated or corrupt?)") from None
         refused = sorted(set(found) - _allowed_names())
         if refused:
             raise UnsafeModelError(path, "refused: the file references code that could run on loading ("
                                    + ", ".join(refused) + "); only plain tensors and known metadata are allowed")
+    else:
+        with path.open("rb") as handle:
+            head = handle.read(2)
+        if head[:1] != pickle.PROTO or len(head) < 2 or head[1] > pickle.HIGHEST_PROTOCOL:
+            raise CorruptModelError(path, _NEITHER)  # torch.save's pickles always start with PROTO 2 or higher
+        if head[1] >= 4:
+            _refuse_new_protocol(path, head[1], path.read_bytes() if path.stat().st_size <= _SCAN_BYTES else None)
     try:
         with torch.serialization.safe_globals(_allowlist()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             data = torch.load(str(path), map_location=device, weights_only=True)
     except pickle.UnpicklingError as error:
-        raise UnsafeModelError(path, f"refused by the safe loader: {_unpickling_reason(error)}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise CorruptModelError(path, f"cannot read (truncated or corrupt?): {_first_line(error)}") from None
+        reason = _unpickling_reason(error)
+        if reason.startswith("not a PyTorch checkpoint"):
+            raise CorruptModelError(path, reason) from None
+        raise UnsafeModelError(path, f"refused by the safe loader: {reason}") from None
+    except OSError as error:
+        raise CorruptModelError(path, f"cannot read: {error.strerror or _damage_reason(error)}") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError, IndexError, TypeError, AttributeError,
+            struct.error) as error:
+        raise CorruptModelError(path, _damage_reason(error)) from None
     if not isinstance(data, dict):
         raise CorruptModelError(path, f"holds a {type(data).__name__}, not a dictionary of tensors")
     return data
 
 
+_NEITHER = "not a PyTorch checkpoint: the file is neither a zip archive nor a pickle (damaged, or another kind of file)"
+#: How much of a file the plain-words checks read (its start, and its end for the zero-fill check).
+_PROBE_BYTES = 64 * 1024
+#: Pickles up to this size are scanned whole for the globals they name when refused for their protocol.
+_SCAN_BYTES = 64 * 1024**2
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why `path` is plainly not a PyTorch checkpoint (empty, zero-filled, a text file), or None."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(_PROBE_BYTES)
+            handle.seek(max(size - _PROBE_BYTES, 0))
+            tail = handle.read(_PROBE_BYTES)
+    except OSError as error:
+        return f"cannot read: {error.strerror or error}"
+    if size == 0:
+        return "not a PyTorch checkpoint: the file is empty (an interrupted download or copy?)"
+    if not head.strip(b"\0") and not tail.strip(b"\0"):
+        return "not a PyTorch checkpoint: the file is zero-filled (an interrupted download or a disk error?)"
+    text = head.lstrip().lower()
+    if text.startswith(b"version https://git-lfs"):
+        return "not a PyTorch checkpoint: a Git LFS pointer (the real file was never downloaded)"
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"{")):
+        return "not a PyTorch checkpoint: a text file (a web page or an error message saved instead of the model?)"
+    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):
+        return "truncated: a PyTorch checkpoint whose end is missing (an interrupted download?)"
+    return None
+
+
+def _zip_pickle(path: Path) -> tuple[int, bytes | None]:
+    """The pickle protocol of a zip checkpoint's ``data.pkl`` (0 when unknown) and, when small enough, its bytes."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = next((i for i in archive.infolist() if i.filename.rsplit("/", 1)[-1] == "data.pkl"), None)
+            if info is None:
+                return 0, None
+            with archive.open(info) as member:
+                head = member.read(2)
+                if head[:1] != pickle.PROTO or len(head) < 2:
+                    return 0, None
+                rest = member.read() if info.file_size <= _SCAN_BYTES else b""
+                return head[1], (head + rest) if rest else None
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return 0, None
+
+
+def _refuse_new_protocol(path: Path, protocol: int, pickled: bytes | None) -> None:
+    """Refuse a pickle of protocol 4 or 5, naming any global outside the allowlist it references.
+
+    torch's weights-only unpickler reads protocol 2 and 3 only (what ``torch.save`` writes by default); its framing
+    and short opcodes of protocol 4/5 are refused. The scan only parses opcodes (``pickletools``); nothing runs.
+    """
+    refused = sorted(set(_scan_globals(pickled)) - _allowed_names() - _torch_default_names()) if pickled else []
+    if refused:
+        raise UnsafeModelError(path, "refused: the file references code that could run on loading ("
+                               + ", ".join(refused) + "); only plain tensors and known metadata are allowed")
+    raise UnsafeModelError(path, f"refused: a pickle using a feature model files never use (protocol {protocol} "
+                                 "framing, which the safe loader does not read; torch.save writes protocol 2). "
+                                 "Re-save it with torch.save's default protocol, or as .safetensors")
+
+
+def _torch_default_names() -> set[str]:
+    """The globals torch's weights-only unpickler allows on its own (tensor rebuilds, storages, OrderedDict)."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+    except ImportError:  # a torch without it: name every global rather than guess
+        return set()
+    return set(_get_allowed_globals())
+
+
+def _scan_globals(pickled: bytes) -> list[str]:
+    """The ``module.name`` globals that the pickles in `pickled` reference, found by parsing opcodes only."""
+    import io
+    import pickletools
+
+    found: list[str] = []
+    stream = io.BytesIO(pickled)
+    for _ in range(5):  # torch's legacy format is several pickles in a row (magic, protocol, info, object, keys)
+        strings: list[str] = []
+        memo: dict[int, Any] = {}
+        try:
+            for opcode, arg, _pos in pickletools.genops(stream):
+                if opcode.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                    found.append(arg.replace(" ", "."))
+                elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
+                    strings.append(arg)
+                elif opcode.name == "MEMOIZE" and strings:
+                    memo[len(memo)] = strings[-1]
+                elif opcode.name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
+                    memo[int(arg)] = strings[-1]
+                elif opcode.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(memo.get(int(arg)), str):
+                    strings.append(memo[int(arg)])
+                elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+        except Exception:  # noqa: BLE001 (the end of the pickles, or a damaged one: the scan is best effort)
+            break
+    return found
+
+
 def _unpickling_reason(error: BaseException) -> str:
     """The useful part of torch's weights-only error (its boilerplate suggests weights_only=False: never do that)."""
+    import pickletools
+
     text = str(error)
     globals_found = re.findall(r"GLOBAL ([\w.]+)", text)
     if globals_found:
         return "the file references code that could run on loading (" + ", ".join(sorted(set(globals_found))) + ")"
-    detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-    return f"not a plain tensor file ({detail.group(1).strip()})" if detail else "not a plain tensor file"
+    operand = re.search(r"Unsupported operand (\d+)", text)
+    if operand:
+        code = bytes([int(operand.group(1)) % 256])
+        op = next((o for o in pickletools.opcodes if o.code.encode("latin-1") == code), None)
+        if op is None:
+            return _NEITHER
+        return f"a pickle using a feature model files never use (the {op.name} instruction of protocol {op.proto})"
+    return "not a plain tensor file: it holds values model files never contain"
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
+def _damage_reason(error: BaseException) -> str:
+    """A plain-words reason for a file torch could not read (never torch's text, which may suggest unsafe loading)."""
+    text = str(error)
+    if isinstance(error, EOFError) or "unexpected EOF" in text or "truncated" in text.lower():
+        return "truncated: the file ends in the middle of its data (an interrupted download?)"
+    if "Invalid magic number" in text:
+        return "not a PyTorch checkpoint: a plain Python pickle, not a file written by torch.save"
+    if "zip archive" in text or "PytorchStreamReader" in text or isinstance(error, zipfile.BadZipFile):
+        return "a damaged PyTorch checkpoint: its zip archive cannot be read (truncated or corrupt?)"
+    if "legacy .tar format" in text:
+        return _NEITHER
+    return "a damaged PyTorch checkpoint (truncated or corrupt?)"

@@ -42,7 +42,7 @@ def chain(tmp_path) -> Path:
 def run_json(workflow: Path, tmp_path: Path, fake_pack: Path, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
     done = nodegraph("run", str(workflow), "--json", "--output-dir", str(tmp_path / "out"), "--node-pack",
                      str(fake_pack), *extra, home=tmp_path / "home")
-    return done, (json.loads(done.stdout) if done.returncode in (0, 3) else {})
+    return done, (json.loads(done.stdout) if done.returncode in (0, 3, 5) else {})
 
 
 def test_run_json_shape_and_output_file(chain, tmp_path, fake_pack):
@@ -116,6 +116,18 @@ def test_usage_errors_exit_2_with_one_line(chain, tmp_path, fake_pack, option, m
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_out_of_memory_exits_5_with_one_clear_line(tmp_path, fake_pack):
+    workflow = write_workflow(tmp_path / "oom.json", {
+        "number": {"type": "Number", "inputs": {"value": 1}},
+        "fail": {"type": "Fail", "inputs": {"how": "memory"}},
+        "write": {"type": "WriteText", "inputs": {}},
+    }, [("number", "VALUE", "fail", "value"), ("fail", "VALUE", "write", "value")])
+    done, report = run_json(workflow, tmp_path, fake_pack)
+    assert done.returncode == 5, done.stderr
+    assert "node 'fail' failed: out of memory" in done.stderr and "Traceback" not in done.stderr
+    assert report["runs"][0]["status"] == "failed"
 
 
 def test_failing_node_exits_3_and_debug_shows_the_traceback(tmp_path, fake_pack):

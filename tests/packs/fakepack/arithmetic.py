@@ -44,11 +44,13 @@ def token_value(ctx, token):
 
 
 @node(type="Fail", display_name="Fail", category="test", description="Fail on purpose.",
-      inputs=[Input.link("value", PortType.INT), Input.choice("how", ["user", "bug"])],
+      inputs=[Input.link("value", PortType.INT), Input.choice("how", ["user", "bug", "memory"])],
       outputs=[Output("VALUE", PortType.INT)])
 def fail(ctx, value, how):
     if how == "user":
         raise NodeError(f"the value {value} is not acceptable")
+    if how == "memory":
+        raise MemoryError()
     raise ZeroDivisionError("division by zero")
 
 
