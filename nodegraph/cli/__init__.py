@@ -1,8 +1,9 @@
 """The `nodegraph` command: gui (default), run, validate, import, export, nodes, models, inspect, demo.
 
 Exit codes: 0 success; 2 invalid workflow or usage (an unknown command included); 3 a node failed while running;
-4 the desktop app cannot start (no display); 130 cancelled (Ctrl+C); 141 standard output was closed early (as by
-``| head``). User mistakes print one clear line (or a short list) and no traceback; ``--debug`` shows tracebacks.
+4 the desktop app cannot start (no display); 5 a node ran out of memory; 130 cancelled (Ctrl+C); 141 standard output
+was closed early (as by ``| head``); see docs/errors.md. User mistakes print one clear line (or a short list) and no
+traceback; ``--debug`` shows tracebacks.
 """
 
 from __future__ import annotations
