@@ -282,9 +282,10 @@ def checked_outputs(node_def: NodeDef, outputs: Any) -> Mapping[str, Any]:
 
 def out_of_memory(error: BaseException) -> bool:
     """Whether `error` means memory ran out: Python's MemoryError, torch's OutOfMemoryError (CUDA), or an allocator's
-    RuntimeError saying so (CPU "DefaultCPUAllocator: can't allocate", MPS/HIP "out of memory"). Duck-typed: the
-    engine does not import torch."""
+    error saying so (CPU "DefaultCPUAllocator: can't allocate", MPS/HIP "out of memory", a memory map refused with
+    ENOMEM "Cannot allocate memory"). Duck-typed: the engine does not import torch."""
     if isinstance(error, MemoryError) or type(error).__name__ == "OutOfMemoryError":
         return True
     text = str(error).lower()
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+    return isinstance(error, (RuntimeError, OSError)) and any(
+        words in text for words in ("out of memory", "can't allocate memory", "cannot allocate memory"))

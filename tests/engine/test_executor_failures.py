@@ -182,6 +182,7 @@ class OutOfMemoryError(RuntimeError):
     (OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "GPU"),
     (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
                   "allocate 9663676416 bytes"), "(RAM)"),
+    (RuntimeError("unable to mmap 228829108 bytes from file <m.safetensors>: Cannot allocate memory (12)"), "(RAM)"),
 ])
 def test_out_of_memory_is_one_clear_message_frees_the_models_and_the_next_run_works(registry, error, where):
     freed, raised = [], []
