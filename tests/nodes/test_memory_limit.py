@@ -39,3 +39,37 @@ def test_a_run_under_a_1_gb_address_space_limit_fails_clearly_with_exit_5(models
     assert done.returncode == 5, done.stderr[-2000:]
     assert "out of memory" in done.stderr and "Traceback" not in done.stderr and "internal error" not in done.stderr
     assert "mmap" not in done.stderr and "alloc" not in done.stderr.lower()
+
+
+def test_a_gpu_out_of_memory_inside_the_sampler_frees_the_models_and_the_next_run_works(models, node_registry,
+                                                                                        tmp_path):
+    """CUDA's OutOfMemoryError raised by the UNet mid-sampling (faked: this machine has no GPU) fails the sampler
+    node with the out-of-memory message, the model manager drops the checkpoint, and the same graph runs next time."""
+    import torch
+
+    from nodegraph.engine import Executor, RunSettings
+    from nodegraph.models.discovery import ModelFolders
+    from nodegraph.models.manager import ModelManager
+
+    workflow = load(TXT2IMG)
+    workflow.set_input("ckpt", "ckpt_name", models.name("sd1"))
+    for name, value in (("width", 64), ("height", 64)):
+        workflow.set_input("latent", name, value)
+    workflow.set_input("sample", "steps", 2)
+    manager = ModelManager(ModelFolders([models.root]), device="cpu")
+    settings = RunSettings(output_dir=tmp_path / "out", device="cpu", services={"models": manager})
+    checkpoint = manager.checkpoint(manager.resolve("checkpoints", models.name("sd1")))
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 7.79 GiB total)")
+
+    checkpoint.unet.forward = out_of_memory
+    executor = Executor(node_registry)
+    first = executor.run(workflow, settings=settings)
+    assert (first.status, first.failed_node, first.out_of_memory) == ("failed", "sample", True)
+    assert first.message.startswith("out of memory") and "GPU" in first.message and first.details == ""
+    reloaded = manager.checkpoint(manager.resolve("checkpoints", models.name("sd1")))
+    assert reloaded is not checkpoint  # freed: the next use loads it again, without the failing forward
+    second = executor.run(workflow, settings=settings)
+    assert second.status == "finished", second.message
+    assert len(list((tmp_path / "out").glob("*.png"))) == 1
