@@ -13,6 +13,7 @@ import re
 import struct
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -198,7 +199,7 @@ def load_pickle(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     not_model = _not_a_checkpoint(path)
     if not_model:
         raise CorruptModelError(path, not_model)
-    if zipfile.is_zipfile(path):
+    if _is_zip(path):
         protocol, pickled = _zip_pickle(path)
         if protocol >= 4:
             _refuse_new_protocol(path, protocol, pickled)
@@ -230,7 +231,7 @@ def load_pickle(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     except OSError as error:
         raise CorruptModelError(path, f"cannot read: {error.strerror or _damage_reason(error)}") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, KeyError, IndexError, TypeError, AttributeError,
-            struct.error) as error:
+            struct.error, AssertionError) as error:  # AssertionError: torch's checks on a damaged data.pkl
         raise CorruptModelError(path, _damage_reason(error)) from None
     if not isinstance(data, dict):
         raise CorruptModelError(path, f"holds a {type(data).__name__}, not a dictionary of tensors")
@@ -263,9 +264,17 @@ def _not_a_checkpoint(path: Path) -> str | None:
         return "not a PyTorch checkpoint: a Git LFS pointer (the real file was never downloaded)"
     if text.startswith((b"<!doctype", b"<html", b"<?xml", b"{")):
         return "not a PyTorch checkpoint: a text file (a web page or an error message saved instead of the model?)"
-    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):
+    if head.startswith(b"PK\x03\x04") and not _is_zip(path):
         return "truncated: a PyTorch checkpoint whose end is missing (an interrupted download?)"
     return None
+
+
+def _is_zip(path: Path) -> bool:
+    """``zipfile.is_zipfile``, which raises (instead of answering False) on some damaged end records."""
+    try:
+        return zipfile.is_zipfile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error):  # e.g. "span multiple disks"
+        return False
 
 
 def _zip_pickle(path: Path) -> tuple[int, bytes | None]:
@@ -281,7 +290,7 @@ def _zip_pickle(path: Path) -> tuple[int, bytes | None]:
                     return 0, None
                 rest = member.read() if info.file_size <= _SCAN_BYTES else b""
                 return head[1], (head + rest) if rest else None
-    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+    except (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, ValueError):  # a damaged record
         return 0, None
 
 

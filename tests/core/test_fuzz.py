@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,17 @@ CODES = {"unknown_type", "newer_version", "unknown_input", "missing_input", "mis
          "type_mismatch", "multiple_links", "unresolved_link", "cycle", "wrong_type", "out_of_range",
          "invalid_choice", "missing_file", "no_output"}
 
+#: The document fuzz tests' example counts add up to this (here and in test_fuzz_entry_points.py).
+DEFAULT_DOCUMENTS = 3_650
+
+
 def fuzz(max_examples: int) -> settings:
     """Deterministic (the same examples every run, so CI is never flaky), no deadline; the counts below add up to
-    3,200 examples, about 10 s on two cores."""
+    3,200 examples, about 10 s on two cores. ``NODEGRAPH_FUZZ_DOCUMENTS=N`` (scripts/fuzz.sh) scales every count so
+    that all the document fuzz tests together run about N examples."""
+    wanted = int(os.environ.get("NODEGRAPH_FUZZ_DOCUMENTS") or 0)
+    if wanted > 0:
+        max_examples = max(1, round(max_examples * wanted / DEFAULT_DOCUMENTS))
     return settings(max_examples=max_examples, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
 
