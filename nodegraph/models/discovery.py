@@ -95,13 +95,16 @@ class ModelFolders:
             for path in _entries(folder):
                 if _is_model(path, kind) and not (kind in MISFILED and _content_kind(path) == MISFILED[kind]):
                     names[path.relative_to(folder).as_posix()] = None
-        for other, content in MISFILED.items():
-            if content == kind:
-                for folder in self.folders(other):
-                    for path in _entries(folder):
-                        if _is_model(path, other) and _content_kind(path) == kind:
-                            names.setdefault(path.relative_to(folder).as_posix(), None)
+        for other, folder in self._misfiled_folders(kind):
+            for path in _entries(folder):
+                if _is_model(path, other) and _content_kind(path) == kind:
+                    names.setdefault(path.relative_to(folder).as_posix(), None)
         return sorted(names, key=str.lower)
+
+    def _misfiled_folders(self, kind: str) -> list[tuple[str, Path]]:
+        """(folder kind, folder) of the other kinds' folders where files of `kind` are also looked for (MISFILED)."""
+        return [(other, folder) for other, content in MISFILED.items() if content == kind
+                for folder in self.folders(other)]
 
     def resolve(self, kind: str, name: str) -> Path:
         """The file for a model name (or an absolute path); ModelNotFoundError listing the folders searched, or saying
@@ -126,12 +129,10 @@ class ModelFolders:
             path = folder / name
             if path.exists() and _is_model(path, kind):
                 return path
-        for other, content in MISFILED.items():
-            if content == kind:
-                for folder in self.folders(other):
-                    path = folder / name
-                    if path.is_file() and _is_model(path, other) and _content_kind(path) == kind:
-                        return path
+        for other, folder in self._misfiled_folders(kind):
+            path = folder / name
+            if path.is_file() and _is_model(path, other) and _content_kind(path) == kind:
+                return path
         searched = ", ".join(str(folder) for folder in self.folders(kind)) or "no folders exist yet"
         raise ModelNotFoundError(Path(name), f"not found in the {kind} folders ({searched})")
 
@@ -142,11 +143,9 @@ class ModelFolders:
             path = self.resolve(kind, name)
         except ModelNotFoundError:
             return None
-        for other, content in MISFILED.items():
-            if content == kind:
-                for folder in self.folders(other):
-                    if path.parent == folder or folder in path.parents:
-                        return f"found in the {other} folder {folder}"
+        for other, folder in self._misfiled_folders(kind):
+            if folder in path.parents:
+                return f"found in the {other} folder {folder}"
         return None
 
 

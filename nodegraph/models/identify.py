@@ -234,8 +234,8 @@ def _lora_variant(names: list[str], shapes: Mapping[str, tuple[int, ...]]) -> st
     for marker, variant in _LYCORIS_VARIANTS:
         if any(marker in n and n.split(".", 1)[1].startswith(marker[1:]) for n in names if "." in n):
             return variant + dora
-    if unsupported_algorithm(names):
-        return unsupported_algorithm(names).lower()
+    if unsupported := unsupported_algorithm(names):
+        return unsupported.lower()
     if any(_CLONEOFSIMO.match(n) for n in names):
         return "lora"
     downs = [n for n in names if n.endswith(_DOWN_SUFFIXES)]

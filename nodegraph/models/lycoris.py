@@ -48,11 +48,6 @@ class PatchModule:
     algorithm: str
     tensors: Mapping[str, torch.Tensor]
 
-    @property
-    def is_text(self) -> bool:
-        """Whether the layer belongs to a text encoder (strength_clip applies) rather than the UNet."""
-        return self.name.startswith(tuple(TEXT_PREFIXES))
-
 
 def parse_modules(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, PatchModule], list[str]]:
     """The file's layers by name, and the names of tensors that belong to no known algorithm."""
